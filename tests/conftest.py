@@ -1,0 +1,13 @@
+"""Test-wide setup: offscreen Qt, a private data folder, few threads, no leaked workers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before anything imports Qt or torch.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+_DATA_DIR = tempfile.mkdtemp(prefix="workbench-test-data-")
+os.environ["WORKBENCH_DATA_DIR"] = _DATA_DIR
+os.environ["XDG_CONFIG_HOME"] = os.path.join(_DATA_DIR, "config")

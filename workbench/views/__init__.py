@@ -1,0 +1,2 @@
+"""Windows, panels and plots. Nothing here imports torch or ``models``: work goes through
+``workbench.workers`` and results come back as signals."""
