@@ -40,6 +40,7 @@ _LOSSLESS_SUBTYPES: dict[str, tuple[str, ...]] = {
 DEFAULT_MAX_BYTES = 8 * 1024**3
 
 _BLOCK_FRAMES = 1 << 18
+_WIDE_SUBTYPES = ("PCM_32", "DOUBLE")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class LoadedAudio:
     """Decoded audio.
 
     Attributes:
-        samples: ``float32`` array, shape ``(frames, channels)``.
+        samples: ``float32`` array, shape ``(frames, channels)`` (``float64`` for 32-bit
+            integer and double files, so they round-trip exactly).
         sample_rate: Samples per second, as stored in the file.
         info: The header information.
         warnings: Plain-language notes about what was repaired while loading (NaN samples,
@@ -140,7 +142,7 @@ def iter_load(
     path = info.path
     if info.frames == 0:
         raise AudioFileError(f"“{path.name}” contains no audio (zero length).", str(path))
-    needed = info.frames * info.channels * 4
+    needed = info.frames * info.channels * (8 if info.subtype in _WIDE_SUBTYPES else 4)
     if needed > max_bytes:
         raise AudioFileError(
             f"“{path.name}” is too long to open here: it needs {needed / 1024**3:.1f} GiB of "
@@ -149,13 +151,23 @@ def iter_load(
             str(path),
         )
     warnings: list[str] = []
-    samples = np.empty((info.frames, info.channels), dtype=np.float32)
+    # float32 keeps 24 significant bits; 32-bit integer and double files need float64 to
+    # survive a load -> export round trip sample-exactly.
+    dtype = "float64" if info.subtype in _WIDE_SUBTYPES else "float32"
+    samples = np.empty((info.frames, info.channels), dtype=dtype)
     filled = 0
     try:
         with sf.SoundFile(str(path)) as handle:
+            # libsndfile silently shortens a WAV whose header promises more data than the
+            # file holds; its log says "(should be N)" then. Tell the user.
+            if "(should be" in (handle.extra_info or ""):
+                warnings.append(
+                    "The file is shorter than its header says; it is probably truncated. "
+                    "The readable part was loaded."
+                )
             while filled < info.frames:
                 want = min(_BLOCK_FRAMES, info.frames - filled)
-                block = handle.read(want, dtype="float32", always_2d=True)
+                block = handle.read(want, dtype=dtype, always_2d=True)
                 if block.shape[0] == 0:
                     break
                 samples[filled : filled + block.shape[0]] = block
