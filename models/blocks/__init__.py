@@ -1,0 +1,1 @@
+"""Shared layers used by several model families (TF-Locoformer, band-split, SFC-CA, norms)."""
