@@ -34,7 +34,7 @@ def create_settings():
 def create_window(paths: Sequence[str] = (), settings=None):
     """Build the engine and the window (used by :func:`run_app` and the GUI tests)."""
     from workbench.audio.engine import AudioEngine
-    from workbench.compute import detect_task
+    from workbench.compute import catalog_task, detect_task
     from workbench.views.main_window import MainWindow
     from workbench.workers import Task
 
@@ -46,6 +46,10 @@ def create_window(paths: Sequence[str] = (), settings=None):
     task.returned.connect(window.set_compute_device)
     task.errored.connect(lambda exc: window.set_compute_device(f"unavailable ({exc})"))
     window.compute_task = task.start()
+    catalog = Task(catalog_task, name="Read model library")
+    catalog.returned.connect(window.set_model_catalog)
+    catalog.errored.connect(lambda exc: log.error("Model library failed to load: %s", exc))
+    window.catalog_task = catalog.start()
     if paths:
         window.open_paths(list(paths))
     return window

@@ -21,3 +21,23 @@ def detect_task(preference: str = "auto") -> Generator[Progress, None, str]:
     """Background form for the window's status bar (importing torch takes a moment)."""
     yield Progress(0.0, "Detecting compute device")
     return describe_compute_device(preference)
+
+
+def model_catalog() -> dict[str, dict]:
+    """The registry as plain data for views: name -> task, presets, description."""
+    from models.registry import registry
+
+    return {
+        name: {
+            "task": spec.task,
+            "presets": list(spec.presets),
+            "description": spec.description,
+        }
+        for name, spec in registry().items()
+    }
+
+
+def catalog_task() -> Generator[Progress, None, dict[str, dict]]:
+    """Background form: importing the model library takes a moment."""
+    yield Progress(0.0, "Reading the model library")
+    return model_catalog()

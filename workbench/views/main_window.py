@@ -75,6 +75,7 @@ class MainWindow(QMainWindow):
         self._build_central()
         self._build_status_bar()
         self._build_record_dock()
+        self._build_jobs_dock()
         self._build_actions()
         self._build_menus_and_toolbar()
         self._restore_layout()
@@ -259,6 +260,7 @@ class MainWindow(QMainWindow):
             group.addAction(action)
             theme_menu.addAction(action)
         view_menu.addAction(self.record_dock.toggleViewAction())
+        view_menu.addAction(self.jobs_dock.toggleViewAction())
 
         play_menu = menu.addMenu("&Playback")
         for action in (

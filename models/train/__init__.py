@@ -1,0 +1,1 @@
+"""Training: the resumable loop, run folders and job reporting."""
