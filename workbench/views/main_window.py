@@ -33,15 +33,16 @@ from workbench.audio.engine import AudioEngine
 from workbench.audio.io import AUDIO_EXTENSIONS, expand_paths
 from workbench.dsp.spectrogram import FFT_SIZES, Spectrogram
 from workbench.export_names import DEFAULT_TEMPLATE
-from workbench.paths import log_file
+from workbench.paths import data_dir, log_file
 from workbench.session import Session, Track
 from workbench.tasks import LoadedTrack, export_tracks, load_track, spectrogram_task
 from workbench.views.error_dialog import show_error
 from workbench.views.export_dialog import ExportDialog
+from workbench.views.jobs_panel import JobsPanel
 from workbench.views.record_panel import RecordPanel
 from workbench.views.task_bar import TaskBar
 from workbench.views.theme import THEMES, apply_theme
-from workbench.views.track_view import COLORMAPS, TrackView
+from workbench.views.track_view import AXIS_WIDTH, COLORMAPS, TrackView
 from workbench.workers import Task
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class MainWindow(QMainWindow):
         self.playhead = 0.0
         self._detail_tasks: dict[int, Task] = {}
         self._dialogs: list[QWidget] = []
+        # Results of tasks can arrive after the window closed; they are dropped then.
+        self._closed = False
         self.theme = str(settings.value("theme", "dark"))
         self.fft_size = int(settings.value("fft_size", 1024))
         self.colormap = str(settings.value("colormap", "inferno"))
@@ -91,7 +94,9 @@ class MainWindow(QMainWindow):
         self.ruler = pg.PlotWidget()
         self.ruler.setFixedHeight(48)
         self.ruler.setMouseEnabled(x=True, y=False)
-        self.ruler.hideAxis("left")
+        self.ruler.getAxis("left").setWidth(AXIS_WIDTH)
+        self.ruler.getAxis("left").setStyle(showValues=False)
+        self.ruler.getAxis("left").setPen(pg.mkPen(None))
         self.ruler.hideButtons()
         self.ruler.setLabel("bottom", "time", units="s")
         self.ruler.setYRange(0, 1, padding=0)
@@ -143,12 +148,26 @@ class MainWindow(QMainWindow):
         )
         self.record_panel.recordingStopped.connect(self._on_recording_stopped)
         self.record_panel.recordingFailed.connect(
-            lambda message: show_error(self, "Recording", message)
+            lambda message: self._report_error("Recording", message)
         )
         self.record_dock = QDockWidget("Record", self)
         self.record_dock.setObjectName("record-dock")
         self.record_dock.setWidget(self.record_panel)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.record_dock)
+
+    def _build_jobs_dock(self) -> None:
+        runs_root = Path(str(self.settings.value("runs_root", data_dir() / "runs")))
+        self.jobs_panel = JobsPanel(runs_root)
+        self.jobs_dock = QDockWidget("Jobs", self)
+        self.jobs_dock.setObjectName("jobs-dock")
+        self.jobs_dock.setWidget(self.jobs_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.jobs_dock)
+        self.jobs_dock.hide()
+
+    def set_model_catalog(self, catalog: dict[str, dict]) -> None:
+        """Registry contents (read by the app off the GUI thread) for the model pickers."""
+        self.model_catalog = catalog
+        self.jobs_panel.set_catalog(catalog)
 
     def _action(
         self,
@@ -308,6 +327,13 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     # ---------------------------------------------------------------- status
+    def _report_error(self, title: str, error: BaseException | str) -> None:
+        """Log and show an error; after the window closed only log it."""
+        if self._closed:
+            log.error("%s: %s", title, error)
+            return
+        self.last_error_box = show_error(self, title, error)
+
     def set_compute_device(self, text: str) -> None:
         self.compute_label.setText(f"Compute: {text}")
 
@@ -354,11 +380,13 @@ class MainWindow(QMainWindow):
     def _start_load(self, path: Path, kind: str = "mixture") -> Task:
         task = Task(load_track, path, name=f"Open {path.name}")
         task.returned.connect(lambda result, p=path, k=kind: self._on_loaded(p, result, k))
-        task.errored.connect(lambda exc: show_error(self, "Could not open file", exc))
+        task.errored.connect(lambda exc: self._report_error("Could not open file", exc))
         self.task_bar.track(task)
         return task.start()
 
     def _on_loaded(self, path: Path, result: LoadedTrack, kind: str) -> None:
+        if self._closed:
+            return
         audio = result.audio
         track = Track(
             name=path.stem,
@@ -431,7 +459,7 @@ class MainWindow(QMainWindow):
             name=f"Spectrogram {track.name}",
         )
         task.returned.connect(lambda spec, t=track: self._on_spectrogram(t, spec, False))
-        task.errored.connect(lambda exc: show_error(self, "Spectrogram failed", exc))
+        task.errored.connect(lambda exc: self._report_error("Spectrogram failed", exc))
         self.task_bar.track(task)
         return task.start()
 
@@ -459,6 +487,8 @@ class MainWindow(QMainWindow):
         task.start()
 
     def _on_spectrogram(self, track: Track, spectrogram: Spectrogram, detail: bool) -> None:
+        if self._closed:
+            return
         view = self.views.get(track.id)
         if view is not None and spectrogram.n_fft == self.fft_size:
             view.set_spectrogram(spectrogram, detail=detail)
@@ -541,7 +571,7 @@ class MainWindow(QMainWindow):
 
     def play(self) -> None:
         if not self.engine.available:
-            show_error(self, "Playback", self.engine.unavailable_reason)
+            self._report_error("Playback", self.engine.unavailable_reason)
             return
         rate = self.session.sample_rate
         if rate is None:
@@ -568,7 +598,7 @@ class MainWindow(QMainWindow):
                 loop=loop,
             )
         except Exception as exc:
-            show_error(self, "Playback could not start", exc)
+            self._report_error("Playback could not start", exc)
 
     def pause(self) -> None:
         if self.engine.available and self.engine.is_playing:
@@ -678,7 +708,7 @@ class MainWindow(QMainWindow):
         try:
             items, notes = dialog.plan()
         except ValueError as exc:
-            show_error(self, "Export", str(exc))
+            self._report_error("Export", str(exc))
             return None
         self.settings.setValue("export_folder", dialog.folder_edit.text())
         self.settings.setValue("export_template", dialog.template_edit.text())
@@ -693,7 +723,7 @@ class MainWindow(QMainWindow):
                 f"Exported {len(paths)} file(s) to {paths[0].parent}", 8000
             )
         )
-        task.errored.connect(lambda exc: show_error(self, "Export failed", exc))
+        task.errored.connect(lambda exc: self._report_error("Export failed", exc))
         self.task_bar.track(task)
         self.last_export_task = task
         return task.start()
@@ -756,6 +786,7 @@ class MainWindow(QMainWindow):
         )
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        self._closed = True
         if self.record_panel.is_recording:
             self.record_panel.stop()
         if self.engine.available:

@@ -26,6 +26,8 @@ from workbench.dsp.spectrogram import Spectrogram
 from workbench.session import Track
 from workbench.views.theme import waveform_color
 
+#: Left-axis width shared with the window's time ruler so that time lines up on screen.
+AXIS_WIDTH = 56
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "CET-L1")
 
 
@@ -113,6 +115,7 @@ class TrackView(QFrame):
 
         duration = max(track.duration, 1e-3)
         for plot in (self.wave_plot, self.spec_plot):
+            plot.getAxis("left").setWidth(AXIS_WIDTH)
             plot.setLimits(xMin=0.0, xMax=duration, minXRange=min(0.001, duration))
             plot.getPlotItem().getViewBox().setDefaultPadding(0.0)
             plot.scene().sigMouseClicked.connect(lambda event, p=plot: self._on_click(p, event))
@@ -156,9 +159,30 @@ class TrackView(QFrame):
         )
 
     def link_x(self, master: pg.PlotWidget) -> None:
-        """Share the x axis with ``master`` (the time ruler)."""
-        self.wave_plot.setXLink(master)
-        self.spec_plot.setXLink(master)
+        """Share the x range with ``master`` (the time ruler), both ways, exactly.
+
+        pyqtgraph's own ``setXLink`` lines views up by screen position, which shifts the
+        range when the plots' axes differ in width; copying the range keeps every track on
+        exactly the same seconds.
+        """
+        self._master = master
+        master.getViewBox().sigXRangeChanged.connect(self._follow_master)
+        for plot in (self.wave_plot, self.spec_plot):
+            plot.getViewBox().sigXRangeChanged.connect(self._lead_master)
+        self._follow_master()
+
+    def _follow_master(self, *_: object) -> None:
+        x0, x1 = self._master.getViewBox().viewRange()[0]
+        for plot in (self.wave_plot, self.spec_plot):
+            v0, v1 = plot.getViewBox().viewRange()[0]
+            if abs(v0 - x0) > 1e-9 or abs(v1 - x1) > 1e-9:
+                plot.setXRange(x0, x1, padding=0)
+
+    def _lead_master(self, viewbox: object, ranges: object) -> None:
+        x0, x1 = ranges
+        m0, m1 = self._master.getViewBox().viewRange()[0]
+        if abs(m0 - x0) > 1e-9 or abs(m1 - x1) > 1e-9:
+            self._master.setXRange(x0, x1, padding=0)
 
     def set_playhead(self, seconds: float) -> None:
         self.wave_playhead.setValue(seconds)
