@@ -11,3 +11,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 _DATA_DIR = tempfile.mkdtemp(prefix="workbench-test-data-")
 os.environ["WORKBENCH_DATA_DIR"] = _DATA_DIR
 os.environ["XDG_CONFIG_HOME"] = os.path.join(_DATA_DIR, "config")
+
+# Before anything imports sounddevice: PortAudio reads the ALSA configuration once, so the
+# virtual file-backed sound card must be selected first (see tests/alsa_virtual.py).
+from tests import alsa_virtual  # noqa: E402
+
+alsa_virtual.install(os.path.join(_DATA_DIR, "alsa"))
