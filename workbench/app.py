@@ -31,14 +31,14 @@ def create_settings():
     return QSettings("audio-workbench", "Audio Workbench")
 
 
-def create_window(paths: Sequence[str] = (), settings=None):
-    """Build the engine and the window (used by :func:`run_app` and the GUI tests)."""
+def create_window(paths: Sequence[str] = (), settings=None, engine=None):
+    """Build the engine (unless given) and the window (used by :func:`run_app` and tests)."""
     from workbench.audio.engine import AudioEngine
     from workbench.compute import catalog_task, detect_task
     from workbench.views.main_window import MainWindow
     from workbench.workers import Task
 
-    engine = AudioEngine()
+    engine = engine if engine is not None else AudioEngine()
     if not engine.available:
         log.warning("%s", engine.unavailable_reason)
     window = MainWindow(engine, settings if settings is not None else create_settings())

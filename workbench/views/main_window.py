@@ -68,6 +68,7 @@ class MainWindow(QMainWindow):
         self._dialogs: list[QWidget] = []
         # Results of tasks can arrive after the window closed; they are dropped then.
         self._closed = False
+        self._last_playback_state = "stopped"
         self.theme = str(settings.value("theme", "dark"))
         self.fft_size = int(settings.value("fft_size", 1024))
         self.colormap = str(settings.value("colormap", "inferno"))
@@ -343,8 +344,13 @@ class MainWindow(QMainWindow):
             self.audio_label.setToolTip(self.engine.unavailable_reason)
             self.statusBar().showMessage(self.engine.unavailable_reason, 15000)
             return
-        device = self.output_box.currentText() or "default"
-        self.audio_label.setText(f"Audio: {device}")
+        message = self.engine.availability_message
+        if message:
+            self.audio_label.setText("Audio: no device")
+            self.audio_label.setToolTip(message)
+            self.statusBar().showMessage(message, 15000)
+            return
+        self.audio_label.setText(f"Audio: {self.output_box.currentText()}")
         self.audio_label.setToolTip("")
 
     # ---------------------------------------------------------------- opening files
@@ -566,6 +572,8 @@ class MainWindow(QMainWindow):
     def toggle_play(self) -> None:
         if self.is_playing:
             self.pause()
+        elif self.engine.available and str(self.engine.playback_state) == "paused":
+            self.engine.resume()
         else:
             self.play()
 
@@ -605,7 +613,7 @@ class MainWindow(QMainWindow):
             self.engine.pause()
             rate = self.session.sample_rate or 1
             self.playhead = self.engine.position_frames() / rate
-            self.engine.stop()
+            self._show_playhead(self.playhead)
 
     def stop(self, rewind: bool = True) -> None:
         if self.engine.available:
@@ -616,7 +624,15 @@ class MainWindow(QMainWindow):
     def seek(self, seconds: float) -> None:
         self.playhead = max(0.0, float(seconds))
         rate = self.session.sample_rate
-        if self.is_playing and rate:
+        if (
+            rate
+            and self.engine.available
+            and str(self.engine.playback_state)
+            in (
+                "playing",
+                "paused",
+            )
+        ):
             self.engine.seek(int(self.playhead * rate))
         self._show_playhead(self.playhead)
 
@@ -659,12 +675,23 @@ class MainWindow(QMainWindow):
         if not self.engine.available:
             return
         rate = self.session.sample_rate
-        if self.engine.is_playing and rate:
-            self.playhead = self.engine.position_frames() / rate
+        state = str(self.engine.playback_state)
+        if rate and (self.engine.is_playing or state != self._last_playback_state):
+            if state == "finished":
+                # Reached the end by itself: rewind, as most players do.
+                self.playhead = 0.0
+            elif state != "stopped":
+                self.playhead = self.engine.position_frames() / rate
             self._show_playhead(self.playhead)
+        if state != self._last_playback_state:
+            self._last_playback_state = state
+            self.play_action.setText("Pause" if state == "playing" else "Play")
+            error = self.engine.playback_error
+            if state == "failed" and error:
+                self._report_error("Playback stopped", error)
         status = self.engine.status()
-        under = int(getattr(status, "underflows", 0))
-        over = int(getattr(status, "overflows", 0))
+        under = int(status.underflows)
+        over = int(status.overflows)
         self.xrun_label.setText(f"Dropouts: {under + over}" if under or over else "")
 
     def rescan_devices(self) -> None:

@@ -26,6 +26,8 @@ from workbench.dsp.spectrogram import Spectrogram
 from workbench.session import Track
 from workbench.views.theme import waveform_color
 
+WAVE_HEIGHT = 110
+SPECTROGRAM_HEIGHT = 170
 #: Left-axis width shared with the window's time ruler so that time lines up on screen.
 AXIS_WIDTH = 56
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "CET-L1")
@@ -92,7 +94,7 @@ class TrackView(QFrame):
             header.addWidget(widget)
 
         self.wave_plot = pg.PlotWidget()
-        self.wave_plot.setMinimumHeight(90)
+        self.wave_plot.setFixedHeight(WAVE_HEIGHT)
         self.wave_plot.setMouseEnabled(x=True, y=False)
         self.wave_plot.setYRange(-1.05, 1.05, padding=0)
         self.wave_plot.hideButtons()
@@ -102,7 +104,7 @@ class TrackView(QFrame):
         self.wave_curve.setClipToView(False)
 
         self.spec_plot = pg.PlotWidget()
-        self.spec_plot.setMinimumHeight(120)
+        self.spec_plot.setFixedHeight(SPECTROGRAM_HEIGHT)
         self.spec_plot.setMouseEnabled(x=True, y=False)
         self.spec_plot.hideButtons()
         self.spec_plot.setLabel("left", "Hz")
@@ -111,6 +113,9 @@ class TrackView(QFrame):
         self.detail_image.setZValue(1)
         self.spec_plot.addItem(self.spec_image)
         self.spec_plot.addItem(self.detail_image)
+        for plot in (self.wave_plot, self.spec_plot):
+            # Images and curves must not re-fit the vertical axis: it is fixed per plot.
+            plot.getViewBox().enableAutoRange(axis=pg.ViewBox.YAxis, enable=False)
         self.spec_plot.setYRange(0, track.sample_rate / 2, padding=0)
 
         duration = max(track.duration, 1e-3)
@@ -137,7 +142,7 @@ class TrackView(QFrame):
         layout.addLayout(header)
         layout.addWidget(self.wave_plot)
         layout.addWidget(self.spec_plot)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.update_title()
         self.redraw_waveform()
 
