@@ -110,13 +110,25 @@ def _dataclass_from_dict(cls: type, values: Mapping[str, Any]) -> Any:
         if f.name not in values:
             continue
         value = values[f.name]
-        hint = hints.get(f.name)
-        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        hint = _dataclass_in(hints.get(f.name))
+        if hint is not None and isinstance(value, Mapping):
             value = _dataclass_from_dict(hint, value)
         elif isinstance(value, list):
             value = _to_tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass a field hint names, also inside ``Optional[...]`` / ``X | None``."""
+    import typing
+
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for member in typing.get_args(hint):
+        if dataclasses.is_dataclass(member):
+            return member
+    return None
 
 
 def _to_tuple(value: Any) -> Any:

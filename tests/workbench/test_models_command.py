@@ -1,0 +1,62 @@
+"""``workbench models`` through a real subprocess: JSON listing and the readable table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from models import registry
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", "models", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.fixture(scope="module")
+def listing() -> dict:
+    result = _run("--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_json_lists_every_registered_model_and_preset(listing: dict) -> None:
+    rows = {row["name"]: row for row in listing["models"]}
+    assert set(rows) == set(registry.registry())
+    for name, spec in registry.registry().items():
+        row = rows[name]
+        assert row["task"] == spec.task in ("separation", "speaker")
+        assert row["description"] == spec.description
+        assert set(row["presets"]) == set(spec.presets)
+        for preset, info in row["presets"].items():
+            assert info["sample_rate"] == spec.config(preset).sample_rate
+            assert isinstance(info["parameters"], int) and info["parameters"] > 0
+
+
+def test_parameter_counts_equal_real_builds(listing: dict) -> None:
+    rows = {row["name"]: row for row in listing["models"]}
+    for name, preset in (("conv_tasnet", "paper"), ("conv_tasnet", "small"), ("tuss", "small")):
+        model = registry.build_model(name, preset=preset)
+        real = sum(p.numel() for p in model.parameters())
+        assert rows[name]["presets"][preset]["parameters"] == real
+    # The paper Conv-TasNet is torchaudio's size class (about 5 M parameters).
+    assert 4.5e6 < rows["conv_tasnet"]["presets"]["paper"]["parameters"] < 5.5e6
+
+
+def test_table_is_readable(listing: dict) -> None:
+    result = _run()
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["model", "task", "preset", "rate", "(Hz)", "parameters"]
+    for row in listing["models"]:
+        assert any(line.startswith(row["name"]) for line in lines)
+        for preset, info in row["presets"].items():
+            cells = f"{preset} {info['sample_rate']} {info['parameters']:,}"
+            assert any(" ".join(line.split()).endswith(cells) for line in lines), cells
