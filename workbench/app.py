@@ -35,13 +35,16 @@ def create_window(paths: Sequence[str] = (), settings=None, engine=None):
     """Build the engine (unless given) and the window (used by :func:`run_app` and tests)."""
     from workbench.audio.engine import AudioEngine
     from workbench.compute import catalog_task, detect_task
+    from workbench.services import default_services
     from workbench.views.main_window import MainWindow
     from workbench.workers import Task
 
     engine = engine if engine is not None else AudioEngine()
     if not engine.available:
         log.warning("%s", engine.unavailable_reason)
-    window = MainWindow(engine, settings if settings is not None else create_settings())
+    window = MainWindow(
+        engine, settings if settings is not None else create_settings(), default_services()
+    )
     task = Task(detect_task, name="Detect compute device")
     task.returned.connect(window.set_compute_device)
     task.errored.connect(lambda exc: window.set_compute_device(f"unavailable ({exc})"))

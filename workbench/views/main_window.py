@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import QSettings, Qt, QThreadPool, QTimer
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QScrollArea,
+    QTabWidget,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -34,12 +36,15 @@ from workbench.audio.io import AUDIO_EXTENSIONS, expand_paths
 from workbench.dsp.spectrogram import FFT_SIZES, Spectrogram
 from workbench.export_names import DEFAULT_TEMPLATE
 from workbench.paths import data_dir, log_file
+from workbench.separation_request import SeparationOutput, SeparationRequest
 from workbench.session import Session, Track
 from workbench.tasks import LoadedTrack, export_tracks, load_track, spectrogram_task
+from workbench.views.batch_panel import BatchPanel
 from workbench.views.error_dialog import show_error
 from workbench.views.export_dialog import ExportDialog
 from workbench.views.jobs_panel import JobsPanel
 from workbench.views.record_panel import RecordPanel
+from workbench.views.separation_panel import SeparationPanel
 from workbench.views.task_bar import TaskBar
 from workbench.views.theme import THEMES, apply_theme
 from workbench.views.track_view import AXIS_WIDTH, COLORMAPS, TrackView
@@ -57,9 +62,12 @@ class MainWindow(QMainWindow):
         settings: Where preferences persist (tests pass an INI file).
     """
 
-    def __init__(self, engine: AudioEngine, settings: QSettings) -> None:
+    def __init__(self, engine: AudioEngine, settings: QSettings, services: Any = None) -> None:
         super().__init__()
         self.engine = engine
+        # Model-backed task functions (workbench.services.Services), injected by the app so
+        # this module never imports the model library.
+        self.services = services
         self.settings = settings
         self.session = Session()
         self.views: dict[int, TrackView] = {}
@@ -80,6 +88,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_record_dock()
         self._build_jobs_dock()
+        self._build_separation_dock()
         self._build_actions()
         self._build_menus_and_toolbar()
         self._restore_layout()
@@ -164,6 +173,87 @@ class MainWindow(QMainWindow):
         self.jobs_dock.setWidget(self.jobs_panel)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.jobs_dock)
         self.jobs_dock.hide()
+
+    def _build_separation_dock(self) -> None:
+        self.separation_panel = SeparationPanel()
+        self.separation_panel.separateRequested.connect(self.separate)
+        self.batch_panel = BatchPanel(
+            self.services.batch_item if self.services is not None else None,
+            self.separation_panel.request,
+            Path(str(self.settings.value("batch_folder", Path.home() / "separated"))),
+        )
+        self.batch_panel.folder_edit.textChanged.connect(
+            lambda text: self.settings.setValue("batch_folder", text)
+        )
+        tabs = QTabWidget()
+        tabs.addTab(self.separation_panel, "Separate")
+        tabs.addTab(self.batch_panel, "Batch")
+        self.separation_dock = QDockWidget("Separation", self)
+        self.separation_dock.setObjectName("separation-dock")
+        self.separation_dock.setWidget(tabs)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.separation_dock)
+        self.tabifyDockWidget(self.record_dock, self.separation_dock)
+        self.session.subscribe(lambda *_: self._refresh_track_pickers())
+        if self.services is None:
+            self.separation_panel.separate_button.setEnabled(False)
+            self.separation_panel.note.setText("The model library is not available.")
+        else:
+            task = Task(self.services.separation_catalog, name="List separation models")
+            task.returned.connect(self.separation_panel.set_bundles)
+            task.errored.connect(lambda exc: log.error("Listing bundles failed: %s", exc))
+            self.separation_catalog_task = task.start()
+
+    def _refresh_track_pickers(self) -> None:
+        if self._closed:
+            return
+        self.separation_panel.set_tracks(
+            [(t.id, f"{t.name} ({t.kind})") for t in self.session if t.kind != "residual"]
+        )
+
+    # ---------------------------------------------------------------- separation
+    def separate(self, request: SeparationRequest) -> Task | None:
+        """Separate the request's track in a worker; stems arrive as new tracks."""
+        track = self.session.get(request.track_id) if request.track_id is not None else None
+        track = track or self.session.mixture
+        if track is None or self.services is None:
+            self.statusBar().showMessage("Open a track to separate first.", 5000)
+            return None
+        task = Task(
+            self.services.separate,
+            track.samples,
+            track.sample_rate,
+            request,
+            name=f"Separate {track.name}",
+        )
+        task.returned.connect(lambda output, t=track: self._on_separated(t, output))
+        task.errored.connect(lambda exc: self._report_error("Separation failed", exc))
+        self.task_bar.track(task)
+        self.separation_task = task
+        return task.start()
+
+    def _on_separated(self, mixture: Track, output: SeparationOutput) -> None:
+        if self._closed:
+            return
+        for name, stem in zip(output.names, output.stems):
+            # Stems start muted so playback keeps sounding like the mixture; solo one to
+            # hear it, and B/A compares it with the mixture.
+            self.add_track(
+                Track(
+                    name=f"{mixture.name} · {name}",
+                    samples=stem,
+                    sample_rate=mixture.sample_rate,
+                    kind="residual" if name == "residual" else "stem",
+                    source_subtype=mixture.source_subtype,
+                    muted=True,
+                    parent_id=mixture.id,
+                    path=mixture.path,
+                )
+            )
+        note = "" if output.trained else " — untrained model: the stems are not meaningful"
+        self.statusBar().showMessage(
+            f"Separated {mixture.name} into {len(output.names)} tracks on {output.device}{note}",
+            10000,
+        )
 
     def set_model_catalog(self, catalog: dict[str, dict]) -> None:
         """Registry contents (read by the app off the GUI thread) for the model pickers."""
@@ -281,6 +371,7 @@ class MainWindow(QMainWindow):
             theme_menu.addAction(action)
         view_menu.addAction(self.record_dock.toggleViewAction())
         view_menu.addAction(self.jobs_dock.toggleViewAction())
+        view_menu.addAction(self.separation_dock.toggleViewAction())
 
         play_menu = menu.addMenu("&Playback")
         for action in (

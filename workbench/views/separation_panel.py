@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.separation import FAMILIES, PROMPTS, SeparationRequest
+from workbench.separation_request import FAMILIES, PROMPTS, SeparationRequest
 
 
 class SeparationPanel(QWidget):
@@ -33,6 +33,8 @@ class SeparationPanel(QWidget):
     def __init__(self) -> None:
         super().__init__()
         self.bundles: list[dict] = []
+        self.track_box = QComboBox()
+        self.track_box.setToolTip("The track to separate")
         self.family_box = QComboBox()
         for key, label in FAMILIES.items():
             self.family_box.addItem(label, key)
@@ -82,6 +84,7 @@ class SeparationPanel(QWidget):
         self.note.setWordWrap(True)
 
         form = QFormLayout()
+        form.addRow("Track", self.track_box)
         form.addRow("Model", self.family_box)
         form.addRow("Bundle", self.bundle_box)
         form.addRow("Device", self.device_box)
@@ -136,7 +139,7 @@ class SeparationPanel(QWidget):
         for bundle in self.bundles:
             if bundle.get("family") == family:
                 label = bundle["name"] + ("" if bundle.get("trained", True) else " (untrained)")
-                self.bundle_box.addItem(label, bundle.get("path") or bundle["name"])
+                self.bundle_box.addItem(label, bundle.get("path", ""))
         if self.bundle_box.count() == 0:
             self.bundle_box.addItem("default", "")
         untrained = [
@@ -148,9 +151,21 @@ class SeparationPanel(QWidget):
             else ""
         )
 
+    def set_tracks(self, tracks: list[tuple[int, str]]) -> None:
+        """``(track id, label)`` pairs; the selection is kept when still present."""
+        current = self.track_box.currentData()
+        self.track_box.clear()
+        for track_id, label in tracks:
+            self.track_box.addItem(label, track_id)
+        index = self.track_box.findData(current)
+        if index >= 0:
+            self.track_box.setCurrentIndex(index)
+        self.separate_button.setEnabled(bool(tracks))
+
     def request(self) -> SeparationRequest:
         family = self.family_box.currentData()
         return SeparationRequest(
+            track_id=self.track_box.currentData(),
             family=family,
             bundle=self.bundle_box.currentData() or "",
             prompts=tuple(self.prompts()) if family == "tuss" else (),
