@@ -20,13 +20,15 @@ class Services:
     separate: Callable[..., Any]
     batch_item: Callable[..., Any]
     separation_catalog: Callable[..., Any]
+    speaker_call: Callable[..., Any]
 
 
 def default_services() -> Services:
-    from workbench import separation
+    from workbench import separation, speaker_tasks
 
     return Services(
         separate=separation.separate_task,
         batch_item=separation.batch_item_task,
         separation_catalog=separation.catalog_task,
+        speaker_call=speaker_tasks.speaker_call,
     )

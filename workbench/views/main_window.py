@@ -45,6 +45,7 @@ from workbench.views.export_dialog import ExportDialog
 from workbench.views.jobs_panel import JobsPanel
 from workbench.views.record_panel import RecordPanel
 from workbench.views.separation_panel import SeparationPanel
+from workbench.views.speakers_panel import SpeakersPanel
 from workbench.views.task_bar import TaskBar
 from workbench.views.theme import THEMES, apply_theme
 from workbench.views.track_view import AXIS_WIDTH, COLORMAPS, TrackView
@@ -89,6 +90,7 @@ class MainWindow(QMainWindow):
         self._build_record_dock()
         self._build_jobs_dock()
         self._build_separation_dock()
+        self._build_speakers_dock()
         self._build_actions()
         self._build_menus_and_toolbar()
         self._restore_layout()
@@ -202,6 +204,22 @@ class MainWindow(QMainWindow):
             task.returned.connect(self.separation_panel.set_bundles)
             task.errored.connect(lambda exc: log.error("Listing bundles failed: %s", exc))
             self.separation_catalog_task = task.start()
+
+    def _build_speakers_dock(self) -> None:
+        db_path = self.settings.value("speakers_db", None)
+        self.speakers_panel = SpeakersPanel(
+            self.services.speaker_call if self.services is not None else None,
+            self.engine,
+            self.task_bar,
+            str(db_path) if db_path else None,
+        )
+        self.speakers_panel.error.connect(self._report_error)
+        self.speakers_dock = QDockWidget("Speakers", self)
+        self.speakers_dock.setObjectName("speakers-dock")
+        self.speakers_dock.setWidget(self.speakers_panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.speakers_dock)
+        self.tabifyDockWidget(self.separation_dock, self.speakers_dock)
+        self.record_dock.raise_()
 
     def _refresh_track_pickers(self) -> None:
         if self._closed:
@@ -372,6 +390,7 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.record_dock.toggleViewAction())
         view_menu.addAction(self.jobs_dock.toggleViewAction())
         view_menu.addAction(self.separation_dock.toggleViewAction())
+        view_menu.addAction(self.speakers_dock.toggleViewAction())
 
         play_menu = menu.addMenu("&Playback")
         for action in (
