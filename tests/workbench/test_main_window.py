@@ -211,3 +211,56 @@ def test_play_lands_in_the_virtual_output_and_record_opens_a_track(
         win.close()
         engine.close()
         assert QThreadPool.globalInstance().waitForDone(5000)
+
+
+_NO_AUDIO_SCRIPT = """
+import json, sys
+from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QSettings, QThreadPool
+from workbench.app import create_window
+app = QApplication([])
+window = create_window([sys.argv[1]], settings=QSettings(sys.argv[2], QSettings.Format.IniFormat))
+window.show()
+for _ in range(400):
+    app.processEvents()
+    QThreadPool.globalInstance().waitForDone(20)
+    if len(window.session) == 1 and not window.task_bar.tasks:
+        break
+window.toggle_play()  # must not crash: shows the reason instead
+app.processEvents()
+print(json.dumps({"tracks": len(window.session), "audio": window.audio_label.text(),
+                  "tip": window.audio_label.toolTip(),
+                  "record_enabled": window.record_panel.record_button.isEnabled()}))
+window.close()
+QThreadPool.globalInstance().waitForDone(5000)
+"""
+
+
+def test_window_starts_and_opens_files_without_portaudio(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
+    audio = tmp_path / "x.wav"
+    _tone(audio)
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(fake), str(repo)]), QT_QPA_PLATFORM="offscreen"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_AUDIO_SCRIPT, str(audio), str(tmp_path / "s.ini")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = json.loads(result.stdout.strip().splitlines()[-1])
+    assert state["tracks"] == 1
+    assert state["audio"] == "Audio: unavailable"
+    assert "libportaudio2" in state["tip"]
+    assert state["record_enabled"] is False
