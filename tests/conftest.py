@@ -17,3 +17,18 @@ os.environ["XDG_CONFIG_HOME"] = os.path.join(_DATA_DIR, "config")
 from tests import alsa_virtual  # noqa: E402
 
 alsa_virtual.install(os.path.join(_DATA_DIR, "alsa"))
+
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left_running():
+    """Every test must leave no background worker running (napari/superqt practice)."""
+    yield
+    if "PySide6.QtCore" in sys.modules:
+        from PySide6.QtCore import QThreadPool
+
+        pool = QThreadPool.globalInstance()
+        assert pool.waitForDone(30000), "a background worker was still running after the test"
