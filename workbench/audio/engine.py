@@ -30,6 +30,8 @@ API (the ``MainWindow``/``RecordPanel`` contract)::
 
     engine.start_recording(path, device=None, sample_rate=48000, channels=1) -> Recorder
     engine.stop_recording() -> Path;  engine.recorder;  engine.is_recording
+    engine.open_block_stream(sample_rate, input_device=None, output_device=None, ...)
+        -> BlockStream                 live mode: rings for a processing thread (see below)
     engine.status() -> EngineStatus    counters for the status bar
     engine.close()                     stop everything (app exit)
 
@@ -53,6 +55,12 @@ bounded ring buffer; the recorder's writer thread appends it to a float32 WAV th
 after every write (see :mod:`workbench.audio.recorder`). The returned
 :class:`~workbench.audio.recorder.Recorder` exposes ``peak``, ``rms``, ``max_peak``,
 ``elapsed_seconds``, ``frames_written``, ``overflows`` and ``error`` for the GUI.
+
+Live blocks. ``open_block_stream`` opens an input stream (and optionally an output stream at
+the same rate) whose callbacks only move frames between the device and two ring buffers: the
+processing thread of :mod:`workbench.live` reads captured blocks from ``input_ring`` and
+writes processed ones to ``output_ring``; an optional recorder writes the input to a WAV file
+as it arrives. Models never run in a callback.
 """
 
 from __future__ import annotations
@@ -356,6 +364,175 @@ class _Playback:
         self.close()
 
 
+class BlockStream:
+    """Live audio for a processing thread: an input stream and an optional output stream.
+
+    Made by :meth:`AudioEngine.open_block_stream`. Both PortAudio callbacks only copy: the
+    input callback appends each block to :attr:`input_ring` (and hands it to the optional
+    :class:`~workbench.audio.recorder.Recorder`, which copies it into its own ring for its
+    writer thread); the output callback copies from :attr:`output_ring` into ``outdata`` and
+    writes zeros (counting an underflow) when the processing thread has not delivered in
+    time. No Qt, logging, locks or model code runs in either callback.
+
+    Ring roles (each ring has exactly one producer and one consumer thread):
+
+    * ``input_ring``: producer the input callback, consumer the processing thread;
+    * ``output_ring``: producer the processing thread, consumer the output callback.
+
+    The counters are plain attributes for a GUI timer. ``input_callback_thread`` /
+    ``output_callback_thread`` hold the ident of the thread that last ran each callback, so
+    callers (and tests) can verify that their processing runs elsewhere.
+
+    Attributes:
+        sample_rate: Rate of both streams, Hz.
+        input_channels: Channels captured.
+        output_channels: Channels played (0 without output).
+        input_ring: Captured frames, ``(frames, input_channels)``.
+        output_ring: Frames to play, ``(frames, output_channels)``; ``None`` without output.
+        recorder: Writes the input to a WAV file as it arrives; ``None`` if not recording.
+        input_overflows: Input blocks lost: reported by the device or dropped because the
+            processing thread left ``input_ring`` full.
+        output_underflows: Output blocks that found too little audio ready (or that the
+            device reported late).
+        input_frames: Frames the input device delivered.
+        output_frames: Frames handed to the output device from ``output_ring``.
+        input_latency: Input device latency PortAudio reports, seconds.
+        output_latency: Output device latency PortAudio reports, seconds (0 without output).
+        input_finished: The input stream ended without being asked to (device lost).
+        input_callback_thread: ``threading.get_ident()`` of the last input callback (0 before).
+        output_callback_thread: Same for the output callback.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        input_channels: int,
+        output_channels: int,
+        input_buffer_frames: int,
+        output_buffer_frames: int,
+        recorder: Recorder | None,
+    ) -> None:
+        self.sample_rate = int(sample_rate)
+        self.input_channels = int(input_channels)
+        self.output_channels = int(output_channels)
+        self.input_ring = RingBuffer(max(int(input_buffer_frames), 1), self.input_channels)
+        self.output_ring = (
+            RingBuffer(max(int(output_buffer_frames), 1), self.output_channels)
+            if self.output_channels
+            else None
+        )
+        self.recorder = recorder
+        self.input_overflows = 0
+        self.output_underflows = 0
+        self.input_frames = 0
+        self.output_frames = 0
+        self.input_latency = 0.0
+        self.output_latency = 0.0
+        self.input_finished = False
+        self.input_callback_thread = 0
+        self.output_callback_thread = 0
+        self.device_name = "the input device"
+        self._input_stream: Any = None
+        self._output_stream: Any = None
+        self._engine: AudioEngine | None = None
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+
+    # -- PortAudio threads: copy and count, nothing else -----------------------------------
+    def input_callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        self.input_callback_thread = threading.get_ident()
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.callback(indata, frames, time_info, status)
+        if status and status.input_overflow:
+            self.input_overflows += 1
+        if self.input_ring.write(indata) == 0 and frames:
+            self.input_overflows += 1
+        self.input_frames += frames
+
+    def input_finished_callback(self) -> None:
+        if self._closed:
+            return  # asked to stop: not a lost device
+        self.input_finished = True
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.finished_callback()
+
+    def output_callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        self.output_callback_thread = threading.get_ident()
+        if status and status.output_underflow:
+            self.output_underflows += 1
+        ring = self.output_ring
+        copied = ring.read_into(outdata) if ring is not None else 0
+        self.output_frames += copied
+        if copied < frames:
+            outdata[copied:] = 0
+            self.output_underflows += 1
+
+    # -- control (any thread but the callbacks) --------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        return self._started and not self._closed
+
+    @property
+    def has_output(self) -> bool:
+        return self.output_ring is not None
+
+    def start(self) -> None:
+        """Start the recorder's writer, then the output and the input stream.
+
+        Whatever is already in :attr:`output_ring` (a safety margin of silence the
+        processing thread wrote) plays first.
+
+        Raises:
+            AudioDeviceError: a stream refused to start; everything is closed again.
+        """
+        with self._lock:
+            if self._started or self._closed:
+                raise AudioDeviceError("This live stream was already started; open a new one.")
+            self._started = True
+        try:
+            if self.recorder is not None:
+                self.recorder.start(None)
+            if self._output_stream is not None:
+                self._output_stream.start()
+            self._input_stream.start()
+        except Exception as exc:
+            self.stop()
+            raise AudioDeviceError(
+                f"Live mode could not start on {self.device_name}: {_plain(exc)}.",
+                f"{type(exc).__name__}: {exc}",
+            ) from exc
+
+    def stop(self) -> Path | None:
+        """Stop both streams and finish the recording (idempotent, never raises).
+
+        Returns:
+            The input recording's path, or ``None`` when there was no recorder.
+        """
+        with self._lock:
+            already = self._closed
+            self._closed = True
+        recorder = self.recorder
+        if not already:
+            # The input first, so the recorder's final drain sees every captured block.
+            for stream in (self._input_stream, self._output_stream):
+                if stream is None:
+                    continue
+                for action in ("abort", "close"):
+                    with contextlib.suppress(Exception):
+                        getattr(stream, action)()
+            if recorder is not None:
+                if self._started:
+                    recorder.stop()
+                else:
+                    recorder.discard()  # never captured anything: leave no empty file
+            if self._engine is not None:
+                self._engine._block_stream_closed(self)
+        return recorder.path if recorder is not None and self._started else None
+
+
 class AudioEngine:
     """Owns PortAudio, the device lists, the playback stream and the recording stream.
 
@@ -374,6 +551,7 @@ class AudioEngine:
         self._lock = threading.RLock()
         self._playback: _Playback | None = None
         self._recorder: Recorder | None = None
+        self._block_stream: BlockStream | None = None
         self._last_position = 0
         self._underflows = 0
         self._overflows = 0
@@ -477,6 +655,9 @@ class AudioEngine:
         recorder = self._recorder
         if recorder is not None:
             recorder.stop()
+        block_stream = self._block_stream
+        if block_stream is not None:
+            block_stream.stop()
         with self._lock:
             if self._sd is None:
                 self._load()
@@ -855,13 +1036,166 @@ class AudioEngine:
             self._overflows += recorder.overflows
         return path
 
+    # ------------------------------------------------------------------ live blocks
+    @property
+    def block_stream(self) -> BlockStream | None:
+        """The open live stream, if any."""
+        return self._block_stream
+
+    def open_block_stream(
+        self,
+        sample_rate: int,
+        input_device: int | None = None,
+        output_device: int | None = None,
+        play_output: bool = True,
+        input_channels: int = 1,
+        output_channels: int | None = None,
+        input_buffer_seconds: float = 2.0,
+        output_buffer_seconds: float = 1.0,
+        record_path: str | os.PathLike[str] | None = None,
+        latency: str | float | None = None,
+    ) -> BlockStream:
+        """Open (not start) live input, and output if asked, for a processing thread.
+
+        Args:
+            sample_rate: Rate of both streams, Hz (the device must accept it).
+            input_device: Input device index; ``None`` for the default.
+            output_device: Output device index; ``None`` for the default.
+            play_output: Open the output stream too.
+            input_channels: Channels to capture.
+            output_channels: Channels to play; ``None``: two if the device has them, else one.
+            input_buffer_seconds: How far the processing thread may fall behind the input
+                before blocks are dropped (counted as input overflows).
+            output_buffer_seconds: Capacity of the output ring.
+            record_path: WAV file that receives the input as it arrives (must not exist);
+                ``None`` records nothing.
+            latency: PortAudio latency hint; ``None`` uses ``EngineConfig.latency``.
+
+        Returns:
+            The :class:`BlockStream`; call ``start()`` on it, and ``stop()`` when done.
+
+        Raises:
+            ValueError: non-positive rate or channels.
+            AudioFileError: ``record_path`` exists or cannot be created.
+            AudioDeviceError: no PortAudio or device, a live stream already open, or a device
+                refused the settings.
+        """
+        sd = self._require()
+        if sample_rate <= 0 or input_channels <= 0:
+            raise ValueError(
+                f"sample_rate and input_channels must be positive, got {sample_rate}, "
+                f"{input_channels}"
+            )
+        if output_channels is not None and output_channels <= 0:
+            raise ValueError(f"output_channels must be positive, got {output_channels}")
+        with self._lock:
+            if self._block_stream is not None and not self._block_stream._closed:
+                raise AudioDeviceError("Live mode is already running; stop it first.")
+        self._check_device(input_device, output=False)
+        input_name = self._device_name(input_device, False)
+        try:
+            sd.check_input_settings(
+                device=input_device, channels=input_channels, samplerate=sample_rate
+            )
+        except Exception as exc:
+            raise AudioDeviceError(
+                f"{input_name[0].upper()}{input_name[1:]} cannot capture {input_channels} "
+                f"channel(s) at {sample_rate} Hz: {_plain(exc)}. Choose another rate or input.",
+                f"{type(exc).__name__}: {exc}",
+            ) from exc
+        channels_out = 0
+        if play_output:
+            self._check_device(output_device, output=True)
+            channels_out = output_channels or self._preferred_output_channels(sd, output_device)
+            try:
+                sd.check_output_settings(
+                    device=output_device, channels=channels_out, samplerate=sample_rate
+                )
+            except Exception as exc:
+                raise AudioDeviceError(
+                    f"{self._device_name(output_device, True, capital=True)} cannot play "
+                    f"{channels_out} channel(s) at {sample_rate} Hz: {_plain(exc)}. Choose "
+                    "another output device or turn playback of the processed audio off.",
+                    f"{type(exc).__name__}: {exc}",
+                ) from exc
+        config = self.config
+        recorder = None
+        if record_path is not None:
+            recorder = Recorder(
+                record_path,
+                sample_rate,
+                input_channels,
+                buffer_seconds=config.record_buffer_seconds,
+                poll_seconds=config.record_poll_seconds,
+                stall_seconds=config.record_stall_seconds,
+                device_name=input_name,
+            )
+        stream = BlockStream(
+            sample_rate,
+            input_channels,
+            channels_out,
+            round(input_buffer_seconds * sample_rate),
+            round(output_buffer_seconds * sample_rate),
+            recorder,
+        )
+        stream.device_name = input_name
+        hint = config.latency if latency is None else latency
+        try:
+            stream._input_stream = sd.InputStream(
+                samplerate=sample_rate,
+                channels=input_channels,
+                dtype="float32",
+                device=input_device,
+                latency=hint,
+                callback=stream.input_callback,
+                finished_callback=stream.input_finished_callback,
+            )
+            stream.input_latency = float(stream._input_stream.latency)
+            if channels_out:
+                stream._output_stream = sd.OutputStream(
+                    samplerate=sample_rate,
+                    channels=channels_out,
+                    dtype="float32",
+                    device=output_device,
+                    latency=hint,
+                    callback=stream.output_callback,
+                )
+                stream.output_latency = float(stream._output_stream.latency)
+        except Exception as exc:
+            stream.stop()
+            raise AudioDeviceError(
+                f"Live mode could not open {input_name}"
+                f"{' and the output device' if channels_out else ''}: {_plain(exc)}.",
+                f"{type(exc).__name__}: {exc}",
+            ) from exc
+        with self._lock:
+            stream._engine = self
+            self._block_stream = stream
+        return stream
+
+    def _preferred_output_channels(self, sd: ModuleType, device: int | None) -> int:
+        index = device if device is not None else self._default_output
+        found = next((d for d in self._outputs if d.index == index), None)
+        return 2 if found is None or found.max_output_channels >= 2 else 1
+
+    def _block_stream_closed(self, stream: BlockStream) -> None:
+        with self._lock:
+            if self._block_stream is stream:
+                self._block_stream = None
+            self._overflows += stream.input_overflows
+            self._underflows += stream.output_underflows
+
     # ------------------------------------------------------------------ status
     def status(self) -> EngineStatus:
         """Counters and flags for the status bar (cheap; call it from a timer)."""
         playback = self._playback
         recorder = self._recorder
+        live = self._block_stream
         underflows = self._underflows + (playback.underflows if playback is not None else 0)
         overflows = self._overflows + (recorder.overflows if recorder is not None else 0)
+        if live is not None:
+            underflows += live.output_underflows
+            overflows += live.input_overflows
         error = self.playback_error or (recorder.error if recorder is not None else None)
         return EngineStatus(
             available=self.available,
@@ -877,15 +1211,24 @@ class AudioEngine:
     def reset_counters(self) -> None:
         """Zero the underflow and overflow totals shown by ``status()``."""
         with self._lock:
-            self._underflows = -(self._playback.underflows if self._playback else 0)
+            live = self._block_stream
+            self._underflows = -(self._playback.underflows if self._playback else 0) - (
+                live.output_underflows if live is not None else 0
+            )
             recorder = self._recorder
-            self._overflows = -(recorder.overflows if recorder is not None else 0)
+            self._overflows = -(recorder.overflows if recorder is not None else 0) - (
+                live.input_overflows if live is not None else 0
+            )
 
     def close(self) -> None:
-        """Stop playback and any recording (their files are kept). Safe to call twice."""
+        """Stop playback, any recording and any live stream (files are kept). Safe to call
+        twice."""
         self.stop()
         if self._recorder is not None:
             self.stop_recording()
+        block_stream = self._block_stream
+        if block_stream is not None:
+            block_stream.stop()
 
     def __enter__(self) -> AudioEngine:
         return self

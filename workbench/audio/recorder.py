@@ -305,12 +305,14 @@ class Recorder:
         self._stream_finished = True
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self, stream: Any) -> None:
+    def start(self, stream: Any | None) -> None:
         """Start the writer thread, then the (already opened) input stream.
 
         Args:
             stream: An opened ``sounddevice.InputStream`` whose ``callback`` and
-                ``finished_callback`` are this recorder's.
+                ``finished_callback`` are this recorder's (or call them); ``None`` when the
+                caller starts and stops the stream itself (live mode's block stream) and
+                only wants the writer running.
 
         Raises:
             Exception: whatever ``stream.start()`` raises; the recorder is then stopped and
@@ -318,6 +320,8 @@ class Recorder:
         """
         self._stream = stream
         self._thread.start()
+        if stream is None:
+            return
         try:
             stream.start()
         except BaseException:

@@ -139,6 +139,19 @@ class RingBuffer:
         self._read += frames
         return frames
 
+    def discard(self, max_frames: int) -> int:
+        """Skip up to ``max_frames`` unread frames (consumer side: a reader that fell behind
+        jumps ahead instead of working through stale audio).
+
+        Returns:
+            Frames skipped.
+        """
+        if self._discard_until > self._read:
+            self._read = self._discard_until
+        frames = max(min(int(max_frames), self._written - self._read), 0)
+        self._read += frames
+        return frames
+
     def read(self, max_frames: int) -> np.ndarray:
         """Take up to ``max_frames`` frames as a new array (for the non-realtime side).
 
