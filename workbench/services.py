@@ -21,14 +21,18 @@ class Services:
     batch_item: Callable[..., Any]
     separation_catalog: Callable[..., Any]
     speaker_call: Callable[..., Any]
+    live_pipeline: Callable[..., Any]
+    live_catalog: Callable[..., Any]
 
 
 def default_services() -> Services:
-    from workbench import separation, speaker_tasks
+    from workbench import live, separation, speaker_tasks
 
     return Services(
         separate=separation.separate_task,
         batch_item=separation.batch_item_task,
         separation_catalog=separation.catalog_task,
         speaker_call=speaker_tasks.speaker_call,
+        live_pipeline=live.LivePipeline,
+        live_catalog=live.catalog_task,
     )

@@ -43,6 +43,7 @@ from workbench.views.batch_panel import BatchPanel
 from workbench.views.error_dialog import show_error
 from workbench.views.export_dialog import ExportDialog
 from workbench.views.jobs_panel import JobsPanel
+from workbench.views.live_panel import LivePanel
 from workbench.views.record_panel import RecordPanel
 from workbench.views.separation_panel import SeparationPanel
 from workbench.views.speakers_panel import SpeakersPanel
@@ -91,6 +92,7 @@ class MainWindow(QMainWindow):
         self._build_jobs_dock()
         self._build_separation_dock()
         self._build_speakers_dock()
+        self._build_live_dock()
         self._build_actions()
         self._build_menus_and_toolbar()
         self._restore_layout()
@@ -220,6 +222,33 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.speakers_dock)
         self.tabifyDockWidget(self.separation_dock, self.speakers_dock)
         self.record_dock.raise_()
+
+    def _build_live_dock(self) -> None:
+        self.live_pipeline = (
+            self.services.live_pipeline(self.engine) if self.services is not None else None
+        )
+        db_path = self.settings.value("speakers_db", None)
+        self.live_panel = LivePanel(
+            self.engine, self.live_pipeline, str(db_path) if db_path else None
+        )
+        self.live_panel.liveStopped.connect(self._on_live_stopped)
+        self.live_panel.liveFailed.connect(lambda message: self._report_error("Live", message))
+        self.live_dock = QDockWidget("Live", self)
+        self.live_dock.setObjectName("live-dock")
+        self.live_dock.setWidget(self.live_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.live_dock)
+        self.tabifyDockWidget(self.jobs_dock, self.live_dock)
+        self.live_dock.hide()
+        if self.services is not None:
+            task = Task(self.services.live_catalog, name="List live models")
+            task.returned.connect(self.live_panel.set_bundles)
+            task.errored.connect(lambda exc: log.error("Listing live models failed: %s", exc))
+            self.live_catalog_task = task.start()
+
+    def _on_live_stopped(self, input_path: str, output_path: str) -> None:
+        for path in (input_path, output_path):
+            if path and Path(path).exists():
+                self._start_load(Path(path), kind="recording")
 
     def _refresh_track_pickers(self) -> None:
         if self._closed:
@@ -391,6 +420,7 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.jobs_dock.toggleViewAction())
         view_menu.addAction(self.separation_dock.toggleViewAction())
         view_menu.addAction(self.speakers_dock.toggleViewAction())
+        view_menu.addAction(self.live_dock.toggleViewAction())
 
         play_menu = menu.addMenu("&Playback")
         for action in (
@@ -812,6 +842,7 @@ class MainWindow(QMainWindow):
         self.engine.rescan()
         self._fill_output_devices()
         self.record_panel.refresh_devices(str(self.settings.value("input_device", "")))
+        self.live_panel.refresh_devices()
         self._update_audio_status()
         count = len(self.engine.output_devices()) if self.engine.available else 0
         self.statusBar().showMessage(f"Found {count} output device(s).", 5000)
@@ -926,6 +957,9 @@ class MainWindow(QMainWindow):
         self._closed = True
         if self.record_panel.is_recording:
             self.record_panel.stop()
+        self.live_panel.shutdown()
+        if self.live_pipeline is not None:
+            self.live_pipeline.close()
         if self.engine.available:
             self.engine.stop()
         self.task_bar.cancel_all()
