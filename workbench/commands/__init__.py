@@ -18,5 +18,7 @@ def add_placeholder(
     """Register a subcommand whose feature is still to come (accepts and ignores arguments)."""
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    parser.set_defaults(run=lambda args: not_yet_available(f"'workbench {name}'"))
+    parser.set_defaults(
+        run=lambda args: not_yet_available(f"'workbench {name}'"), accepts_unknown=True
+    )
     return parser
