@@ -5,8 +5,9 @@
 
 Running the same command again on the same ``--run`` folder resumes it (``--run`` alone is
 enough). Under ``torchrun --standalone --nproc-per-node N -m workbench train ...`` every
-process runs this command and they train together (DDP). Progress goes to stdout as JSON
-lines; the run folder gets ``config.json``, ``metrics.jsonl``, ``status.json``,
+process runs this command and they train together (DDP); there the folder must be given as
+``--run-dir``, because torchrun's own parser takes ``--run`` for its ``--run-path``.
+Progress goes to stdout as JSON lines; the run folder gets ``config.json``, ``metrics.jsonl``, ``status.json``,
 ``checkpoint.pt`` and ``best.pt``. Exit status: 0 when finished or stopped (SIGTERM, time
 budget), 1 when training failed, 2 for bad arguments.
 """
@@ -30,7 +31,7 @@ settings (--set KEY=VALUE, repeatable):
 examples:
   workbench train --model mtass --data synthetic --run runs/mtass --max-steps 100
   workbench train --run runs/mtass --max-steps 200        (resume, with a larger budget)
-  torchrun --standalone --nproc-per-node 2 -m workbench train --model conv_tasnet ...
+  torchrun --standalone --nproc-per-node 2 -m workbench train --run-dir runs/ct ...
 """
 
 
@@ -50,7 +51,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="'synthetic', a corpus built by 'workbench data build', or a folder in a "
         "standard public layout (default: synthetic)",
     )
-    parser.add_argument("--run", required=True, type=Path, help="run folder (resumed if present)")
+    parser.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run_dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="run folder (resumed if present); spell it --run-dir under torchrun, which "
+        "would read --run as an abbreviation of its own --run-path",
+    )
     parser.add_argument(
         "--set",
         dest="settings",
@@ -69,11 +79,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so 'workbench --help' does not load torch.
-    from models.train.config import RunFolderError, resolve_config
+    from models.train.config import SettingsError, resolve_config
 
     try:
         config = resolve_config(
-            args.run,
+            args.run_dir,
             model=args.model,
             preset=args.preset,
             data=args.data,
@@ -81,10 +91,8 @@ def run(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             max_minutes=args.max_minutes,
         )
-    except ValueError as exc:
+    except SettingsError as exc:
         return _usage_error(str(exc))
-    if config.data != "synthetic" and not Path(config.data).exists():
-        return _usage_error(f"--data {config.data}: no such corpus or folder (or use 'synthetic').")
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -93,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from models.train.loop import train
 
     try:
-        state = train(config, args.run, device=None if args.device == "auto" else args.device)
-    except RunFolderError as exc:
+        state = train(config, args.run_dir, device=None if args.device == "auto" else args.device)
+    except SettingsError as exc:  # raised before anything is trained or written
         return _usage_error(str(exc))
     except Exception as exc:
         traceback.print_exc()
