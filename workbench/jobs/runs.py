@@ -70,9 +70,23 @@ class MetricsReader:
     path: Path
     offset: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    _identity: tuple[int, int] | None = None
 
     def poll(self) -> list[dict[str, Any]]:
-        """New rows since the last call."""
+        """New rows since the last call.
+
+        A resumed job rewrites the file (dropping rows logged after its last checkpoint):
+        when the file was replaced or shrank, reading starts over.
+        """
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return []
+        identity = (stat.st_ino, stat.st_dev)
+        if identity != self._identity or stat.st_size < self.offset:
+            self._identity = identity
+            self.offset = 0
+            self.rows = []
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)

@@ -35,6 +35,7 @@ from workbench.audio.engine import AudioEngine
 from workbench.audio.io import AUDIO_EXTENSIONS, expand_paths
 from workbench.dsp.spectrogram import FFT_SIZES, Spectrogram
 from workbench.export_names import DEFAULT_TEMPLATE
+from workbench.jobs.runs import Run
 from workbench.paths import data_dir, log_file
 from workbench.separation_request import SeparationOutput, SeparationRequest
 from workbench.session import Session, Track
@@ -177,6 +178,7 @@ class MainWindow(QMainWindow):
         self.jobs_dock.setWidget(self.jobs_panel)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.jobs_dock)
         self.jobs_dock.hide()
+        self.jobs_panel.modelChosen.connect(self.use_trained_model)
 
     def _build_separation_dock(self) -> None:
         self.separation_panel = SeparationPanel()
@@ -301,6 +303,34 @@ class MainWindow(QMainWindow):
             f"Separated {mixture.name} into {len(output.names)} tracks on {output.device}{note}",
             10000,
         )
+
+    def use_trained_model(self, path: str) -> None:
+        """ "Use this model" in the Jobs panel: offer a run's ``best.pt`` to the pickers."""
+        model = Run(Path(path).parent).job.get("model", "")
+        family = {
+            "tuss": "tuss",
+            "mtass": "mtass",
+            "conv_tasnet": "speech",
+            "nas_tasnet": "speech",
+        }.get(model)
+        catalog = getattr(self, "model_catalog", {})
+        if family is not None:
+            entry = {
+                "name": Path(path).parent.name,
+                "family": family,
+                "trained": True,
+                "path": path,
+            }
+            self.separation_panel.set_bundles([*self.separation_panel.bundles, entry])
+            self.separation_panel.family_box.setCurrentIndex(
+                self.separation_panel.family_box.findData(family)
+            )
+            self.separation_dock.raise_()
+        elif catalog.get(model, {}).get("task") == "speaker":
+            self.speakers_panel.bundle = path
+            self.speakers_panel.refresh()
+            self.speakers_dock.raise_()
+        self.statusBar().showMessage(f"Using {path}", 8000)
 
     def set_model_catalog(self, catalog: dict[str, dict]) -> None:
         """Registry contents (read by the app off the GUI thread) for the model pickers."""
