@@ -16,7 +16,6 @@ The measurements live in :mod:`models.benchmark`; this module parses, sets threa
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -129,16 +128,22 @@ def _add_bundle_options(parser: argparse.ArgumentParser, suppress: bool) -> None
         return argparse.SUPPRESS if suppress else value
 
     parser.add_argument(
+        "--bundles",
+        default=default(None),
+        metavar="A,B",
+        help="comma-separated bundle names to measure (default: every shipped bundle)",
+    )
+    parser.add_argument(
         "--live-model",
-        default=default("conv_tasnet"),
+        default=default(None),
         metavar="NAME",
-        help="registry name of the live model when no live bundle ships (default conv_tasnet)",
+        help="time this registered causal model instead of the live bundle",
     )
     parser.add_argument(
         "--live-preset",
         default=default("causal_small"),
         metavar="PRESET",
-        help="its preset (default causal_small)",
+        help="preset of --live-model (default causal_small)",
     )
     parser.add_argument(
         "--block-size",
@@ -159,7 +164,7 @@ def _add_bundle_options(parser: argparse.ArgumentParser, suppress: bool) -> None
         type=_non_negative_float,
         default=default(None),
         metavar="S",
-        help="past audio re-run with each live block (default: the model's receptive field)",
+        help="left context of each live chunk (default: the streaming separator's)",
     )
     parser.add_argument(
         "--memory-minutes",
@@ -334,17 +339,16 @@ def run_bundles(args: argparse.Namespace) -> int:
     try:
         device = _setup_torch(args)
         memory_minutes = [float(value) for value in _split(args.memory_minutes) or []]
+        bundles, bundles_note = _shipped_bundles(_split(args.bundles))
     except ValueError as exc:
         print(f"workbench bench: {exc}", file=sys.stderr)
         return 2
     from models.benchmark import machine_info
 
-    progress = _progress
-    bundles, bundles_note = _shipped_bundles()
     report: dict[str, Any] = {"machine": machine_info(args.threads, device)}
     if bundles:
-        report.update(_bundle_speed(bundles, args, device, progress))
-        report["memory"] = _bundle_memory(bundles, memory_minutes, args, progress)
+        report.update(_bundle_speed(bundles, args, device, _progress))
+        report["memory"] = _bundle_memory(bundles, memory_minutes, args, _progress)
     else:
         report["reference"] = None
         report["bundles"] = []
@@ -358,22 +362,24 @@ def run_bundles(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shipped_bundles() -> tuple[list[Any], str]:
-    """The shipped bundles, or an empty list and the reason there are none.
+def _shipped_bundles(names: Sequence[str] | None) -> tuple[list[Any], str]:
+    """The bundles to measure (every listed bundle, or those named), or why there are none.
 
-    ``models.bundles`` is expected to offer ``list_bundles()`` (bundles with ``name`` and
-    ``sample_rate``, optionally ``prompts``) and ``get_model(name)`` (an eval-mode module).
+    Raises:
+        ValueError: For a name that is not among the listed bundles.
     """
-    try:
-        bundles_module = importlib.import_module("models.bundles")
-    except ModuleNotFoundError as exc:
-        if exc.name == "models.bundles":
-            return [], NO_BUNDLES
-        raise
-    lister = getattr(bundles_module, "list_bundles", None)
-    if lister is None or not hasattr(bundles_module, "get_model"):
-        return [], f"{NO_BUNDLES} (models.bundles has no list_bundles()/get_model())"
-    bundles = list(lister())
+    from models.bundles import list_bundles
+
+    bundles = list_bundles()
+    if names is not None:
+        known = {bundle.name: bundle for bundle in bundles}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown bundle(s) {', '.join(unknown)}. "
+                f"Shipped bundles: {', '.join(sorted(known)) or 'none'}."
+            )
+        bundles = [known[name] for name in names]
     return bundles, "" if bundles else NO_BUNDLES
 
 
@@ -389,7 +395,7 @@ def _bundle_speed(
     progress: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     from models import benchmark
-    from models.bundles import get_model  # type: ignore[import-not-found]
+    from models.bundles import get_model
 
     reference = benchmark.reference_model().to(device)
     reference_run = benchmark.measure_rtf(
@@ -401,7 +407,7 @@ def _bundle_speed(
     )
     rows = []
     for bundle in bundles:
-        model = get_model(bundle.name).to(device)
+        model = get_model(bundle, device)
         run = benchmark.measure_rtf(
             model,
             bundle.sample_rate,
@@ -456,6 +462,8 @@ def _bundle_memory(
     results: dict[str, Any] = {"minutes": list(minutes), "bundles": []}
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as folder:
         for bundle in bundles:
+            if bundle.task != "separation":
+                continue
             entry: dict[str, Any] = {"name": bundle.name, "peak_rss_mb": {}}
             for length in minutes:
                 path = os.path.join(folder, f"noise_{bundle.sample_rate}_{length:g}min.wav")
@@ -463,18 +471,19 @@ def _bundle_memory(
                     _write_noise_file(path, bundle.sample_rate, length * 60.0)
                 argv = [sys.executable, "-m", "workbench", "separate", path]
                 argv += ["--model", bundle.name, "--out", os.path.join(folder, "out")]
+                if bundle.path is not None:
+                    argv += ["--bundle", str(bundle.path)]
                 argv += ["--device", args.device]
                 if getattr(bundle, "prompts", None):
                     argv += ["--prompts", ",".join(_bundle_prompts(bundle))]
                 outcome = peak_rss_of_command(argv)
                 if outcome.returncode != 0:
-                    entry["error"] = outcome.stderr.strip().splitlines()[-1:] or ["failed"]
+                    entry["error"] = (outcome.stderr.strip().splitlines() or ["failed"])[-1]
                     break
-                entry["peak_rss_mb"][f"{length:g}"] = outcome.peak_rss_bytes / 2**20
+                peak_mb = outcome.peak_rss_bytes / 2**20
+                entry["peak_rss_mb"][f"{length:g}"] = peak_mb
                 if progress is not None:
-                    progress(
-                        f"{bundle.name}: {length:g} min peak {outcome.peak_rss_bytes / 2**20:.0f} MB"
-                    )
+                    progress(f"{bundle.name}: {length:g} min peak {peak_mb:.0f} MB")
             peaks = list(entry["peak_rss_mb"].values())
             if len(peaks) >= 2:
                 entry["longest_over_shortest"] = peaks[0] / peaks[-1]
@@ -499,39 +508,37 @@ def _write_noise_file(path: str, sample_rate: int, seconds: float) -> None:
 
 
 def _live_latency(args: argparse.Namespace, device: Any) -> dict[str, Any]:
-    """Latency and per-block processing time of the live model (untrained weights time the
-    same as trained ones, so the registry preset stands in until a live bundle ships)."""
+    """Latency and per-block processing time of the live model through the streaming path.
+
+    Without ``--live-model`` this is the app's live bundle (its untrained placeholder until
+    one ships: random weights time the same as trained ones).
+    """
     from models import benchmark
+    from models.bundles import default_bundle, get_model
     from models.registry import build_model
 
-    model = build_model(args.live_model, preset=args.live_preset).to(device).eval()
-    lookahead = getattr(model, "algorithmic_latency_samples", None)
-    if lookahead is None:
-        return {
-            "model": args.live_model,
-            "preset": args.live_preset,
-            "error": "not a causal model (no algorithmic_latency_samples)",
-        }
-    sample_rate = model.config.sample_rate
-    if args.context_seconds is None:
-        context = benchmark.receptive_field_samples(model) or sample_rate
+    if args.live_model is None:
+        bundle = default_bundle("live")
+        model = get_model(bundle, device)
+        described = {"bundle": bundle.label, "model": bundle.model_name, "trained": bundle.trained}
     else:
-        context = round(args.context_seconds * sample_rate)
-    streamer = benchmark.ContextWindowStreamer(model, args.block_size, context)
-    timing = benchmark.measure_block_processing(
-        streamer,
-        args.block_size,
-        sample_rate,
-        num_blocks=args.blocks,
-        warmup_blocks=max(args.warmup, 1) * 5,
-        lookahead_samples=lookahead,
-        device=device,
-    )
+        model = build_model(args.live_model, preset=args.live_preset).to(device).eval()
+        described = {"bundle": None, "model": args.live_model, "preset": args.live_preset}
+    try:
+        timing = benchmark.live_block_timing(
+            model,
+            args.block_size,
+            num_blocks=args.blocks,
+            warmup_blocks=max(args.warmup, 1) * 5,
+            context_seconds=args.context_seconds,
+            device=device,
+        )
+    except ValueError as exc:
+        return {**described, "error": str(exc)}
     return {
-        "model": args.live_model,
-        "preset": args.live_preset,
-        "streaming": "context window (the model re-run on past audio + each block)",
-        "context_samples": context,
+        **described,
+        "streaming": "models.inference.StreamingSeparator",
+        "model_latency_ms": 1000.0 * timing.lookahead_samples / timing.sample_rate,
         **benchmark.block_timing_to_dict(timing),
     }
 
@@ -568,13 +575,15 @@ def format_bundles_report(report: Mapping[str, Any]) -> str:
         lines.append(f"Bundles: {report['bundles_note']}.")
     live = report["live"]
     lines.append("")
+    label = live["bundle"] or f"{live['model']}/{live['preset']}"
     if "error" in live:
-        lines.append(f"Live {live['model']}/{live['preset']}: {live['error']}")
+        lines.append(f"Live {label}: {live['error']}")
     else:
         lines.append(
-            f"Live {live['model']}/{live['preset']}: block {live['block_size']} samples "
+            f"Live {label}: block {live['block_size']} samples "
             f"({live['block_ms']:.1f} ms at {live['sample_rate']} Hz), algorithmic latency "
-            f"{live['algorithmic_latency_ms']:.1f} ms"
+            f"{live['algorithmic_latency_ms']:.1f} ms (block + {live['model_latency_ms']:.1f} ms "
+            "streaming delay)"
         )
         lines.append(
             f"  processing per block: mean {live['mean_ms']:.2f} ms "
@@ -582,5 +591,5 @@ def format_bundles_report(report: Mapping[str, Any]) -> str:
             f"({100 * live['p50_fraction']:.0f} %), p99 {live['p99_ms']:.2f} ms "
             f"({100 * live['p99_fraction']:.0f} % of the block) over {live['num_blocks']} blocks"
         )
-        lines.append(f"  streaming: {live['streaming']}, {live['context_samples']} samples")
+        lines.append(f"  streaming through {live['streaming']}")
     return "\n".join(lines)
