@@ -8,8 +8,10 @@ again when the app reopens, and a crashing job can never take the window down.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from pathlib import Path
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -27,6 +29,9 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -42,6 +47,63 @@ JOB_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "SpeechNAS search": ("search", ("speechnas",)),
     "AutoSpeech search": ("search", ("autospeech",)),
 }
+
+
+TRIAL_COLUMNS = ("#", "State", "Objectives", "Architecture", "Seconds")
+#: Objectives where lower is better; every other quality objective is maximised.
+_LOWER_IS_BETTER = ("eer", "min_dcf", "loss")
+_SIZE_KEYS = ("parameters", "params", "macs", "macs_per_second")
+
+
+def read_trials(path: Path) -> list[dict]:
+    """Rows of a search's ``trials.jsonl`` (missing or half-written lines are skipped)."""
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def pareto_points(rows: list[dict]) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """``(quality key, size key, all points, front)`` for completed trials.
+
+    Points are ``(size, quality)``; the front holds the trials no other trial beats on both
+    (smaller or equal size and better or equal quality), sorted by size.
+    """
+    done = [r for r in rows if r.get("state") == "COMPLETE" and r.get("objectives")]
+    if not done:
+        return "", "", np.zeros((0, 2)), np.zeros((0, 2))
+    objectives = done[0]["objectives"]
+    size_key = next((k for k in _SIZE_KEYS if k in objectives), "")
+    quality_key = next((k for k in objectives if k not in _SIZE_KEYS), "")
+    if not size_key or not quality_key:
+        return quality_key, size_key, np.zeros((0, 2)), np.zeros((0, 2))
+    points = np.array(
+        [
+            (r["objectives"].get(size_key), r["objectives"].get(quality_key))
+            for r in done
+            if r["objectives"].get(size_key) is not None
+            and r["objectives"].get(quality_key) is not None
+        ],
+        dtype=float,
+    ).reshape(-1, 2)
+    sign = 1.0 if quality_key in _LOWER_IS_BETTER else -1.0
+    front = [
+        p
+        for p in points
+        if not any(
+            q[0] <= p[0] and sign * q[1] <= sign * p[1] and (q[0] < p[0] or q[1] != p[1])
+            for q in points
+        )
+    ]
+    front_array = np.array(sorted(front, key=lambda p: p[0])).reshape(-1, 2)
+    return quality_key, size_key, points, front_array
 
 
 class JobsPanel(QWidget):
@@ -112,11 +174,29 @@ class JobsPanel(QWidget):
         buttons = QHBoxLayout()
         for button in (self.stop_button, self.resume_button, self.use_button):
             buttons.addWidget(button)
+        self.trial_table = QTableWidget(0, len(TRIAL_COLUMNS))
+        self.trial_table.setHorizontalHeaderLabels(TRIAL_COLUMNS)
+        self.trial_table.horizontalHeader().setStretchLastSection(True)
+        self.trial_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.pareto_plot = pg.PlotWidget(title="Quality vs size (Pareto front in orange)")
+        self.pareto_plot.setLabel("bottom", "parameters")
+        self.all_points = pg.ScatterPlotItem(size=7, brush=pg.mkBrush("#4fc3f7"))
+        self.front_curve = self.pareto_plot.plot(
+            pen=pg.mkPen("#ffb74d", width=2), symbol="o", symbolBrush="#ffb74d", symbolSize=9
+        )
+        self.pareto_plot.addItem(self.all_points)
+        trials = QWidget()
+        trials_layout = QVBoxLayout(trials)
+        trials_layout.addWidget(self.trial_table, 1)
+        trials_layout.addWidget(self.pareto_plot, 1)
+        self.detail_tabs = QTabWidget()
+        self.detail_tabs.addTab(self.loss_plot, "Curves")
+        self.detail_tabs.addTab(trials, "Trials")
         detail = QWidget()
         grid = QGridLayout(detail)
         grid.addWidget(self.state_label, 0, 0)
         grid.addWidget(self.progress, 0, 1)
-        grid.addWidget(self.loss_plot, 1, 0, 1, 2)
+        grid.addWidget(self.detail_tabs, 1, 0, 1, 2)
         grid.addWidget(self.checkpoint_label, 2, 0, 1, 2)
         grid.addLayout(buttons, 3, 0, 1, 2)
         grid.addWidget(self.log_view, 4, 0, 1, 2)
@@ -265,3 +345,32 @@ class JobsPanel(QWidget):
         self.stop_button.setEnabled(run.is_running)
         self.resume_button.setEnabled(not run.is_running and state != "finished")
         self.use_button.setEnabled((run.path / "best.pt").exists())
+        self._show_trials(run)
+
+    def _show_trials(self, run: Run) -> None:
+        rows = read_trials(run.path / "trials.jsonl")
+        self.trial_table.setRowCount(len(rows))
+        for row, trial in enumerate(rows):
+            objectives = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, int | float) else f"{k}={v}"
+                for k, v in (trial.get("objectives") or {}).items()
+            )
+            architecture = json.dumps(trial.get("architecture") or trial.get("params") or {})
+            duration = trial.get("duration_seconds")
+            values = (
+                str(trial.get("number", row)),
+                str(trial.get("state", "")),
+                objectives,
+                architecture[:200],
+                "" if duration is None else f"{duration:.1f}",
+            )
+            for column, text in enumerate(values):
+                self.trial_table.setItem(row, column, QTableWidgetItem(text))
+        quality, size, points, front = pareto_points(rows)
+        self.pareto_plot.setLabel("left", quality or "quality")
+        self.pareto_plot.setLabel("bottom", size or "size")
+        self.all_points.setData(pos=points if len(points) else [])
+        if len(front):
+            self.front_curve.setData(front[:, 0], front[:, 1])
+        else:
+            self.front_curve.setData([], [])
