@@ -16,7 +16,12 @@ Options on top of the original:
   outputs initialised to ``0.9 ** x`` for block ``x`` of its repeat (``block_scale``).
 * Causal operation (``causal=True``): cumulative layer norm and left-only padding, for the
   live low-latency model; :attr:`ConvTasNet.algorithmic_latency_samples` is then the encoder
-  window ``L``.
+  window ``L``. A causal model can also stream (:meth:`ConvTasNet.stream_init`,
+  :meth:`ConvTasNet.stream_step`): it keeps, per layer, only what the next frames need (the
+  unframed input samples, the running cLN sums, the last ``(P - 1) * d`` frames of every
+  depthwise convolution's input and the decoder's overlap-add tail), so a block costs its own
+  frames and never recomputes history, and the streamed output equals :meth:`forward` on the
+  whole signal, delayed by ``L`` samples.
 * MiTAS parameter sharing (``sharing``), a two-letter code: the first letter says how the
   depthwise convolutions are shared, the second how the pointwise (1x1) convolutions of a
   block (input, residual and skip convs) are shared:
@@ -44,7 +49,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.blocks.tcn import NORM_TYPES, PointwiseConvs, TCNBlock, make_norm
+from models.blocks.tcn import (
+    NORM_TYPES,
+    CumulativeLayerNorm,
+    PointwiseConvs,
+    TCNBlock,
+    make_norm,
+)
 from models.registry import ModelSpec
 
 MASK_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "relu", "softmax", "linear")
@@ -394,6 +405,215 @@ class MaskingCodec(nn.Module):
         return decoded[..., self.stride : self.stride + time]
 
 
+# --------------------------------------------------------------------------- streaming
+
+
+@dataclass(frozen=True)
+class _NormWeights:
+    """A cumulative layer norm's affine weights and epsilon, detached for streaming."""
+
+    weight: Tensor
+    bias: Tensor
+    eps: float
+
+
+@dataclass(frozen=True)
+class _BlockWeights:
+    """One TCN block's weights, detached and reshaped once for channels-last streaming.
+
+    The 1x1 convolutions are ``(out, in)`` matrices for ``F.linear``, the skip and residual
+    ones stacked into one ``(2 B, H)`` output matrix (skip first) so a block makes one matrix
+    product fewer; the depthwise taps are ``P`` vectors of ``H`` weights, tap ``k``
+    multiplying the frame ``(P - 1 - k) * d`` frames back.
+    """
+
+    input_weight: Tensor
+    input_bias: Tensor
+    input_prelu: Tensor
+    input_norm: _NormWeights
+    taps: tuple[Tensor, ...]
+    depthwise_bias: Tensor
+    dilation: int
+    depthwise_prelu: Tensor
+    depthwise_norm: _NormWeights
+    output_weight: Tensor
+    output_bias: Tensor
+    has_residual: bool
+    scale: Tensor | None
+
+
+@dataclass(frozen=True)
+class _StreamWeights:
+    """Every weight a streaming step reads, prepared once by :meth:`ConvTasNet.stream_init`.
+
+    Preparing them once matters: a live block is a handful of frames, so a step is a few
+    hundred tiny kernels and each avoided view or reshape of a parameter is a measurable
+    share of it.
+    """
+
+    encoder: Tensor
+    encoder_relu: bool
+    input_norm: _NormWeights
+    bottleneck_weight: Tensor
+    bottleneck_bias: Tensor
+    repeat_projections: tuple[tuple[Tensor, Tensor], ...]
+    blocks: tuple[_BlockWeights, ...]
+    output_prelu: Tensor
+    output_weight: Tensor
+    output_bias: Tensor
+    mask_activation: str
+    decoder: Tensor
+
+
+@dataclass
+class ConvTasNetStreamState:
+    """What a causal :class:`ConvTasNet` carries from one streamed block to the next.
+
+    :meth:`ConvTasNet.stream_step` updates it in place (its ring buffers are written, not
+    copied) and returns it; start a new stream with :meth:`ConvTasNet.stream_init`.
+
+    Attributes:
+        pending: Input samples not yet covered by a whole encoder frame, shape
+            ``(batch, samples < L)``; it starts as the ``L / 2`` zeros
+            :meth:`MaskingCodec.encode` puts in front of a signal.
+        frames: Encoder frames processed so far (the cumulative norms' frame count and the
+            ring buffers' write position).
+        norm_totals: Per cumulative layer norm (the separator's input norm, then two per
+            block in order), the running ``(sum, sum of squares)`` over channels and frames
+            so far, shape ``(2, batch, 1)``, float64 (float32 sums drift over an hour of
+            frames).
+        rings: Per TCN block, a ring buffer of the last ``(P - 1) * d`` frames its causal
+            depthwise convolution looks back on, channels last: shape
+            ``(batch, (P - 1) * d, H)``; frame ``t`` sits at row ``t % ((P - 1) * d)``.
+        decoder_tail: Second half of the last decoded frame, still to be overlap-added,
+            shape ``(batch, 1, num_sources, L / 2)``.
+        skip: Decoded samples still to drop (the encoder's front padding).
+        delayed: Separated samples not yet returned, shape ``(batch, num_sources, samples)``.
+        weights: The model's weights prepared for streaming.
+    """
+
+    pending: Tensor
+    frames: int
+    norm_totals: list[Tensor]
+    rings: list[Tensor]
+    decoder_tail: Tensor
+    skip: int
+    delayed: Tensor
+    weights: _StreamWeights
+
+    @property
+    def batch_size(self) -> int:
+        """Number of parallel streams."""
+        return self.pending.shape[0]
+
+
+def _norm_weights(norm: nn.Module) -> _NormWeights:
+    if not isinstance(norm, CumulativeLayerNorm):
+        raise ValueError(f"Streaming needs cumulative layer norms, got {type(norm).__name__}.")
+    return _NormWeights(norm.weight.detach(), norm.bias.detach(), float(norm.eps))
+
+
+def _matrix(conv: nn.Conv1d) -> tuple[Tensor, Tensor]:
+    """A 1x1 convolution as an ``(out, in)`` matrix and bias for ``F.linear``."""
+    bias = conv.bias.detach() if conv.bias is not None else None
+    return conv.weight.detach()[..., 0], bias
+
+
+def _prelu(x: Tensor, weight: Tensor) -> Tensor:
+    """PReLU on a channels-last tensor (``F.prelu`` puts per-channel weights on dim 1)."""
+    if weight.numel() == 1:
+        return F.prelu(x, weight)
+    return torch.where(x >= 0, x, x * weight)
+
+
+def _cumulative_norm_step(
+    norm: _NormWeights, x: Tensor, totals: Tensor, inverse_count: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Cumulative layer norm on the next frames of a stream, from running totals.
+
+    Equals :class:`models.blocks.tcn.CumulativeLayerNorm` on the whole stream, restricted to
+    these frames.
+
+    Args:
+        norm: The norm's weights.
+        x: The new frames, channels last: shape ``(batch, frames, C)``.
+        totals: ``(sum, sum of squares)`` of all earlier frames, shape ``(2, batch, 1)``,
+            float64 (float32 sums drift over an hour of frames).
+        inverse_count: ``1 / (C * frames so far)`` at each new frame, shape ``(frames,)``,
+            float64.
+
+    Returns:
+        ``(normalised, totals)``: the normalised frames (shape of ``x``) and the totals
+        including them.
+    """
+    sums = torch.stack((x.sum(dim=-1), torch.linalg.vecdot(x, x)))  # 2, B, F
+    cumulative = torch.cumsum(sums, dim=-1, dtype=torch.float64).add_(totals)
+    # Mean and mean of square per frame; the difference is formed in float32 exactly as the
+    # offline norm forms it.
+    moments = (cumulative * inverse_count).to(x.dtype).unsqueeze(-1)  # 2, B, F, 1
+    mean, mean_square = moments.unbind(0)
+    scale = torch.addcmul(mean_square, mean, mean, value=-1.0)  # the variance, for now
+    scale = scale.clamp_min_(0.0).add_(norm.eps).rsqrt_()
+    # A few elementwise kernels rather than batch_norm: on a few frames batch_norm forks an
+    # OpenMP region per call, which costs more than the kernels it saves. (``narrow`` and
+    # ``unbind`` rather than indexing for the same reason: a step is ~1,000 small calls.)
+    normalised = (x - mean).mul_(scale)
+    frames = cumulative.shape[-1]
+    return torch.addcmul(norm.bias, normalised, norm.weight), cumulative.narrow(-1, frames - 1, 1)
+
+
+def _ring_segments(start: int, length: int, size: int) -> list[tuple[int, int, int]]:
+    """``(ring_start, ring_end, offset)`` pieces of ``length`` rows from ``start`` (mod size)."""
+    start %= size
+    first = min(length, size - start)
+    pieces = [(start, start + first, 0)]
+    if first < length:
+        pieces.append((0, length - first, first))
+    return pieces
+
+
+def _causal_depthwise_step(
+    hidden: Tensor, ring: Tensor, frames_before: int, block: _BlockWeights
+) -> Tensor:
+    """The causal dilated depthwise convolution of one block on the next frames.
+
+    Tap ``k`` multiplies the frame ``lag = (P - 1 - k) * d`` back: the part of that window
+    before this block comes from the ring buffer, the rest from ``hidden`` itself. The ring
+    is then overwritten with the newest frames (in place: no copy of the history).
+
+    Args:
+        hidden: The new frames, shape ``(batch, F, H)``.
+        ring: The last ``(P - 1) * d`` frames, shape ``(batch, (P - 1) * d, H)``.
+        frames_before: Frames processed before ``hidden`` (frame ``t`` is at ring row
+            ``t % ring_size``).
+        block: The block's weights.
+
+    Returns:
+        The convolution output, shape ``(batch, F, H)``.
+    """
+    frames = hidden.shape[1]
+    taps = len(block.taps)
+    size = ring.shape[1]
+    output = torch.addcmul(block.depthwise_bias, hidden, block.taps[-1])
+    for tap in range(taps - 1):
+        lag = (taps - 1 - tap) * block.dilation
+        weight = block.taps[tap]
+        for ring_start, ring_end, offset in _ring_segments(
+            frames_before - lag, min(lag, frames), size
+        ):
+            length = ring_end - ring_start
+            output.narrow(1, offset, length).addcmul_(ring.narrow(1, ring_start, length), weight)
+        if frames > lag:
+            output.narrow(1, lag, frames - lag).addcmul_(hidden.narrow(1, 0, frames - lag), weight)
+    if size:
+        newest = min(frames, size)  # older new frames would be overwritten at once
+        first = frames - newest
+        for ring_start, ring_end, offset in _ring_segments(frames_before + first, newest, size):
+            length = ring_end - ring_start
+            ring.narrow(1, ring_start, length).copy_(hidden.narrow(1, first + offset, length))
+    return output
+
+
 class ConvTasNet(nn.Module):
     """Conv-TasNet / TDCN++ separator.
 
@@ -434,6 +654,262 @@ class ConvTasNet(nn.Module):
         features = self.codec.encode(mixture)
         masks = self.separator(features)
         return self.codec.decode(features, masks, mixture.shape[-1])
+
+    @property
+    def supports_streaming(self) -> bool:
+        """Whether :meth:`stream_init` / :meth:`stream_step` work (causal models only)."""
+        return self.config.causal
+
+    @property
+    def stream_latency_samples(self) -> int:
+        """Delay of :meth:`stream_step`'s output behind its input: the encoder window ``L``.
+
+        Output sample ``t`` needs input up to ``t + L - 1`` (two half-overlapping frames) and
+        frames complete every ``L / 2`` samples, so ``L`` covers any block size.
+        """
+        return self.config.encoder_kernel_size
+
+    def stream_init(self, batch_size: int = 1) -> ConvTasNetStreamState:
+        """The state of ``batch_size`` fresh streams, on the model's device and dtype.
+
+        The state holds the weights as prepared at this call (the stacked skip and
+        residual matrices are copies): start a new stream after moving the model or
+        changing its weights.
+
+        Args:
+            batch_size: Number of parallel streams (e.g. audio channels).
+
+        Returns:
+            The initial state for :meth:`stream_step`.
+
+        Raises:
+            ValueError: For a non-causal model (its gLN / fLN pool the whole signal, so it
+                cannot stream) or a batch size below 1.
+        """
+        if not self.config.causal:
+            raise ValueError(
+                "Only a causal Conv-TasNet (causal=True, norm='cln') can stream; this one pools "
+                f"the whole signal in its '{self.config.norm}' norms."
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        weights = self._stream_weights()
+        device, dtype = weights.encoder.device, weights.encoder.dtype
+        stride = self.config.stride
+        return ConvTasNetStreamState(
+            pending=torch.zeros(batch_size, stride, device=device, dtype=dtype),
+            frames=0,
+            norm_totals=[
+                torch.zeros(2, batch_size, 1, device=device, dtype=torch.float64)
+                for _ in range(1 + 2 * len(weights.blocks))
+            ],
+            rings=[
+                torch.zeros(
+                    batch_size,
+                    (len(block.taps) - 1) * block.dilation,
+                    block.taps[0].shape[0],
+                    device=device,
+                    dtype=dtype,
+                )
+                for block in weights.blocks
+            ],
+            decoder_tail=torch.zeros(
+                batch_size, 1, self.num_sources, stride, device=device, dtype=dtype
+            ),
+            skip=stride,
+            delayed=torch.zeros(
+                batch_size,
+                self.num_sources,
+                self.stream_latency_samples,
+                device=device,
+                dtype=dtype,
+            ),
+            weights=weights,
+        )
+
+    def _stream_weights(self) -> _StreamWeights:
+        codec, separator = self.codec, self.separator
+        blocks = []
+        for block in separator.blocks:
+            pointwise = block.pointwise
+            input_weight, input_bias = _matrix(pointwise.input_conv)
+            output_weight, output_bias = _matrix(pointwise.skip_conv)
+            if block.has_residual:
+                residual_weight, residual_bias = _matrix(pointwise.residual_conv)
+                output_weight = torch.cat((output_weight, residual_weight))
+                output_bias = torch.cat((output_bias, residual_bias))
+            blocks.append(
+                _BlockWeights(
+                    input_weight=input_weight,
+                    input_bias=input_bias,
+                    input_prelu=block.input_prelu.weight.detach(),
+                    input_norm=_norm_weights(block.input_norm),
+                    taps=tuple(block.depthwise.weight.detach()[:, 0].T),  # P x (H,)
+                    depthwise_bias=block.depthwise.bias.detach(),
+                    dilation=block.dilation,
+                    depthwise_prelu=block.depthwise_prelu.weight.detach(),
+                    depthwise_norm=_norm_weights(block.depthwise_norm),
+                    output_weight=output_weight,
+                    output_bias=output_bias,
+                    has_residual=block.has_residual,
+                    scale=block.scale.detach() if block.scale is not None else None,
+                )
+            )
+        bottleneck_weight, bottleneck_bias = _matrix(separator.bottleneck)
+        output_weight, output_bias = _matrix(separator.output_conv)
+        projections = separator.repeat_projections or ()
+        return _StreamWeights(
+            encoder=codec.encoder.weight.detach()[:, 0].T,  # L, N
+            encoder_relu=codec.encoder_activation == "relu",
+            input_norm=_norm_weights(separator.input_norm),
+            bottleneck_weight=bottleneck_weight,
+            bottleneck_bias=bottleneck_bias,
+            repeat_projections=tuple(_matrix(projection) for projection in projections),
+            blocks=tuple(blocks),
+            output_prelu=separator.output_prelu.weight.detach(),
+            output_weight=output_weight,
+            output_bias=output_bias,
+            mask_activation=separator.mask_activation,
+            decoder=codec.decoder.weight.detach()[:, 0],  # N, L
+        )
+
+    def stream_step(
+        self, block: Tensor, state: ConvTasNetStreamState
+    ) -> tuple[Tensor, ConvTasNetStreamState]:
+        """Separate the next block of a stream.
+
+        Only the encoder frames the block completes are computed; every layer takes its past
+        from ``state`` (running cLN sums, ring buffers of the depthwise convolutions' inputs,
+        the decoder's overlap-add tail), so a block never recomputes history. Output sample
+        ``i`` of the stream is sample ``i - L`` of :meth:`forward` on the whole stream so far
+        (zeros for ``i < L``); feeding ``L`` zeros after the last block returns the rest of
+        the offline output.
+
+        Args:
+            block: The next samples, shape ``(batch, samples)`` (any length, 0 included).
+            state: From :meth:`stream_init` or the previous step; updated in place.
+
+        Returns:
+            ``(sources, state)``: the delayed sources, shape ``(batch, num_sources, samples)``,
+            and the updated state.
+        """
+        if not isinstance(block, Tensor) or block.dim() != 2:
+            shape = tuple(block.shape) if isinstance(block, Tensor) else type(block).__name__
+            raise ValueError(f"Expected a block of shape (batch, samples), got {shape}.")
+        if block.shape[0] != state.batch_size:
+            raise ValueError(
+                f"Expected a block of shape ({state.batch_size}, samples) for this state, "
+                f"got {tuple(block.shape)}."
+            )
+        if not block.is_floating_point() or not bool(torch.isfinite(block).all()):
+            raise ValueError("The block must hold finite floating-point samples.")
+        stride, window = self.config.stride, self.config.encoder_kernel_size
+        buffer = torch.cat((state.pending, block.to(state.pending.dtype)), dim=-1)  # B, T
+        num_frames = (buffer.shape[-1] - window) // stride + 1 if buffer.shape[-1] >= window else 0
+        if num_frames:
+            decoded = self._stream_frames(buffer, num_frames, state)
+            state.delayed = torch.cat((state.delayed, decoded), dim=-1)  # B, S, T
+        state.pending = buffer[:, num_frames * stride :]
+        samples = block.shape[-1]
+        output = state.delayed[..., :samples]
+        state.delayed = state.delayed[..., samples:]
+        return output, state
+
+    def _stream_frames(
+        self, buffer: Tensor, num_frames: int, state: ConvTasNetStreamState
+    ) -> Tensor:
+        """Encode, separate and decode the ``num_frames`` whole frames at the start of ``buffer``.
+
+        Runs channels last, ``(batch, frames, channels)``, with every 1x1 convolution as one
+        matrix product and each depthwise convolution as ``P`` multiply-adds: on the few
+        frames of a live block, convolution kernels cost far more in set-up than in
+        arithmetic (measured here: about 0.8 ms per depthwise call through oneDNN against
+        tens of microseconds this way).
+
+        Returns:
+            The completed output samples, shape ``(batch, num_sources, samples)``.
+        """
+        weights = state.weights
+        stride, window = self.config.stride, self.config.encoder_kernel_size
+        batch = buffer.shape[0]
+        frames_before = state.frames
+        used = (num_frames - 1) * stride + window
+        features = buffer[:, :used].unfold(-1, window, stride) @ weights.encoder  # B, F, N
+        if weights.encoder_relu:
+            features = F.relu(features)
+        frame_count = torch.arange(
+            frames_before + 1,
+            frames_before + num_frames + 1,
+            device=buffer.device,
+            dtype=torch.float64,
+        )  # F
+        # 1 / (values pooled up to each frame), per channel count: the same for every norm
+        # of one width.
+        inverse_counts: dict[int, Tensor] = {}
+
+        def inverse_count(channels: int) -> Tensor:
+            if channels not in inverse_counts:
+                inverse_counts[channels] = (frame_count * channels).reciprocal_()
+            return inverse_counts[channels]
+
+        totals = state.norm_totals
+        x, totals[0] = _cumulative_norm_step(
+            weights.input_norm, features, totals[0], inverse_count(features.shape[-1])
+        )
+        x = F.linear(x, weights.bottleneck_weight, weights.bottleneck_bias)  # B, F, B_ch
+        skip_sum = torch.zeros_like(x)
+        repeat_inputs: list[Tensor] = []
+        index = 0
+        for repeat, count in enumerate(self.separator.repeat_block_counts):
+            if weights.repeat_projections and repeat > 0:
+                x = x + F.linear(repeat_inputs[repeat - 1], *weights.repeat_projections[repeat - 1])
+            repeat_inputs.append(x)
+            for _ in range(count):
+                block = weights.blocks[index]
+                hidden_inverse = inverse_count(block.taps[0].shape[0])
+                hidden = F.linear(x, block.input_weight, block.input_bias)  # B, F, H
+                hidden, totals[1 + 2 * index] = _cumulative_norm_step(
+                    block.input_norm,
+                    _prelu(hidden, block.input_prelu),
+                    totals[1 + 2 * index],
+                    hidden_inverse,
+                )
+                hidden = _causal_depthwise_step(hidden, state.rings[index], frames_before, block)
+                hidden, totals[2 + 2 * index] = _cumulative_norm_step(
+                    block.depthwise_norm,
+                    _prelu(hidden, block.depthwise_prelu),
+                    totals[2 + 2 * index],
+                    hidden_inverse,
+                )
+                outputs = F.linear(hidden, block.output_weight, block.output_bias)
+                if block.scale is not None:
+                    outputs = outputs * block.scale
+                width = x.shape[-1]
+                skip_sum = skip_sum + outputs.narrow(-1, 0, width)
+                if block.has_residual:
+                    x = x + outputs.narrow(-1, width, width)
+                index += 1
+        masks = F.linear(
+            _prelu(skip_sum, weights.output_prelu), weights.output_weight, weights.output_bias
+        )
+        masks = masks.view(batch, num_frames, self.num_sources, -1)  # B, F, S, N
+        if weights.mask_activation == "sigmoid":
+            masks = torch.sigmoid(masks)
+        elif weights.mask_activation == "relu":
+            masks = F.relu(masks)
+        elif weights.mask_activation == "softmax":
+            masks = torch.softmax(masks, dim=2)
+        # The transposed-conv decoder as frames of L samples, overlap-added: a frame's first
+        # half completes the previous frame's second half (L = 2 * hop).
+        decoded = (features.unsqueeze(2) * masks) @ weights.decoder  # B, F, S, L
+        previous_halves = torch.cat((state.decoder_tail, decoded[:, :-1, :, stride:]), dim=1)
+        complete = decoded[..., :stride] + previous_halves  # B, F, S, hop
+        complete = complete.permute(0, 2, 1, 3).reshape(batch, self.num_sources, -1)
+        state.decoder_tail = decoded[:, -1:, :, stride:]
+        state.frames = frames_before + num_frames
+        skip_now = min(state.skip, complete.shape[-1])
+        state.skip -= skip_now
+        return complete[..., skip_now:]
 
 
 def conv_tasnet_paper() -> ConvTasNetConfig:

@@ -28,13 +28,17 @@ frames as it was given, delayed by exactly that many samples, and equal to the o
 with the same chunk settings. For non-causal models that is buffered chunked processing with
 lookahead (latency about one chunk); for causal models (``algorithmic_latency_samples`` not
 ``None``) chunks are short, carry a long left context and a right context of the model's
-algorithmic latency.
+algorithmic latency. Models that stream themselves (``stream_init`` / ``stream_step``, the
+causal Conv-TasNet) skip the chunk engine: each block costs only its new frames and the
+output equals the unchunked offline output after the model's latency (streaming resamplers
+convert other rates sample-exactly, adding their filters' look-ahead).
 
 :class:`Verifier` embeds speech with a speaker encoder and scores pairs of embeddings.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -46,6 +50,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torchaudio.functional as audio_functional
+import torchaudio.transforms as audio_transforms
 from torch import Tensor, nn
 
 from models.bundles import Bundle, get_model, load_bundle, resolve_device
@@ -625,7 +630,11 @@ class Separator:
     def stream(
         self, sample_rate: int, channels: int = 1, prompts: Sequence[str] | None = None
     ) -> StreamingSeparator:
-        """A :class:`StreamingSeparator` with this separator's (offline) chunk settings."""
+        """A :class:`StreamingSeparator` with this separator's (offline) chunk settings.
+
+        It always runs the chunk engine (``stateful=False``), so its output equals
+        :meth:`separate` with the same settings, for causal models too.
+        """
         return StreamingSeparator(
             self.model,
             sample_rate,
@@ -637,6 +646,7 @@ class Separator:
             context_seconds=self.context_seconds,
             model_sample_rate=self.sample_rate,
             align_permutations=self.align_permutations,
+            stateful=False,
         )
 
     def separate_blocks(
@@ -702,12 +712,209 @@ class Separator:
 # --------------------------------------------------------------------------- streaming
 
 
+class _StreamResampler:
+    """torchaudio's sinc resampling, sample-exact, on a stream.
+
+    ``torchaudio.functional.resample`` computes output block ``q`` (``new`` samples, rates
+    reduced by their gcd) from the input window ``[q * orig - width, q * orig + orig + width)``
+    with zeros outside the signal. This keeps the input from the next block's window on and
+    computes each block once its window is complete, with the same kernel.
+
+    Args:
+        orig_rate: Input rate in Hz.
+        new_rate: Output rate in Hz.
+        rows: Signals resampled side by side.
+        device: Where the buffers and the kernel live.
+    """
+
+    def __init__(self, orig_rate: int, new_rate: int, rows: int, device: torch.device) -> None:
+        transform = audio_transforms.Resample(
+            orig_rate,
+            new_rate,
+            lowpass_filter_width=RESAMPLE_LOWPASS_WIDTH,
+            rolloff=RESAMPLE_ROLLOFF,
+        )
+        divisor = math.gcd(orig_rate, new_rate)
+        self.orig, self.new = orig_rate // divisor, new_rate // divisor
+        self.width = int(transform.width)
+        kernel = transform.kernel.to(device)  # new, 1, 2 * width + orig
+        self.window = kernel.shape[-1]
+        self.kernel = kernel[:, 0].T.contiguous()  # window, new
+        self.rows = rows
+        # Input from sample index ``next_block * orig - width`` on; before 0 it is zeros.
+        self.buffer = torch.zeros(rows, self.width, device=device)
+        self.received = 0
+        self.next_block = 0
+
+    def push(self, samples: Tensor) -> Tensor:
+        """Feed input, shape ``(rows, n)``; returns the outputs it completed, ``(rows, m)``."""
+        self.buffer = torch.cat((self.buffer, samples), dim=-1)
+        self.received += samples.shape[-1]
+        blocks = max(0, (self.received - self.width) // self.orig - self.next_block)
+        if blocks == 0:
+            return self.buffer.new_zeros(self.rows, 0)
+        span = (blocks - 1) * self.orig + self.window
+        # Windows times the kernel: the strided convolution of torchaudio as one product.
+        windows = self.buffer[:, :span].unfold(-1, self.window, self.orig)  # rows, blocks, K
+        output = (windows @ self.kernel).reshape(self.rows, blocks * self.new)
+        self.buffer = self.buffer[:, blocks * self.orig :]
+        self.next_block += blocks
+        return output
+
+
+class _StatefulStream:
+    """A model with ``stream_init`` / ``stream_step`` run on a stream at any rate.
+
+    At the model's rate the model's own delay is the whole delay. At another rate the stream
+    is resampled to the model's rate and its outputs back with :class:`_StreamResampler`,
+    which adds the resampling filters' look-ahead. Either way the output equals the offline
+    (unchunked) :class:`Separator` result on the whole stream, delayed by
+    :attr:`latency_samples`.
+
+    Args:
+        model: The streaming model (its ``stream_latency_samples`` is its delay).
+        model_rate: The model's rate in Hz.
+        input_rate: The stream's rate in Hz.
+        channels: Channels of the stream (each separated on its own).
+        device: Where the model runs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        model_rate: int,
+        input_rate: int,
+        channels: int,
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.model_rate = model_rate
+        self.input_rate = input_rate
+        self.channels = channels
+        self.device = device
+        self.num_outputs = len(model.source_names)
+        self.model_latency = int(model.stream_latency_samples)
+        self.resampling = model_rate != input_rate
+        if self.resampling:
+            divisor = math.gcd(input_rate, model_rate)
+            self.input_unit, self.model_unit = input_rate // divisor, model_rate // divisor
+            forward_width = _StreamResampler(input_rate, model_rate, 1, device).width
+            backward_width = _StreamResampler(model_rate, input_rate, 1, device).width
+            # After n input samples the forward resampler has completed
+            # model_unit * floor((n - forward_width) / input_unit) model samples, the model
+            # returns all but its own delay, and the backward resampler completes
+            # input_unit * floor((m - backward_width) / model_unit) of those m: the worst case
+            # over n of n minus that is the delay.
+            self.latency_samples = (
+                forward_width
+                + self.input_unit
+                - 1
+                + self.input_unit * -(-(self.model_latency + backward_width) // self.model_unit)
+            )
+        else:
+            self.latency_samples = self.model_latency
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream so far."""
+        self.state = self.model.stream_init(self.channels)
+        if self.resampling:
+            self.forward = _StreamResampler(
+                self.input_rate, self.model_rate, self.channels, self.device
+            )
+            self.backward = _StreamResampler(
+                self.model_rate, self.input_rate, self.channels * self.num_outputs, self.device
+            )
+        self.received = 0
+        self.model_fed = 0
+        self.model_skip = self.model_latency
+        self.produced = 0
+        self.queue = torch.zeros(
+            self.num_outputs, self.channels, self.latency_samples, device=self.device
+        )
+
+    def _run_model(self, samples: Tensor) -> Tensor:
+        """Model-rate input ``(channels, n)`` -> the undelayed outputs it completed
+        ``(channels, outputs, m)``."""
+        output, self.state = self.model.stream_step(samples, self.state)
+        self.model_fed += samples.shape[-1]
+        dropped = min(self.model_skip, output.shape[-1])
+        self.model_skip -= dropped
+        return output[..., dropped:]
+
+    def _back(self, separated: Tensor) -> Tensor:
+        """Model-rate outputs ``(channels, outputs, m)`` -> stream-rate ``(outputs, channels, k)``."""
+        if self.resampling:
+            rows = self.backward.push(separated.reshape(self.channels * self.num_outputs, -1))
+            separated = rows.view(self.channels, self.num_outputs, -1)
+        return separated.transpose(0, 1)
+
+    def _append(self, output: Tensor) -> None:
+        self.queue = torch.cat((self.queue, output), dim=-1)
+        self.produced += output.shape[-1]
+
+    def _take(self, count: int) -> np.ndarray:
+        if self.queue.shape[-1] < count:
+            raise RuntimeError(
+                f"Streaming delay too short: {self.queue.shape[-1]} of {count} samples ready."
+            )
+        taken, self.queue = self.queue[..., :count], self.queue[..., count:]
+        return taken.float().cpu().numpy()
+
+    def process(self, samples: Tensor) -> np.ndarray:
+        """Input ``(channels, n)`` at the stream rate -> output ``(outputs, channels, n)``."""
+        self.received += samples.shape[-1]
+        model_input = self.forward.push(samples) if self.resampling else samples
+        self._append(self._back(self._run_model(model_input)))
+        return self._take(samples.shape[-1])
+
+    def flush(self) -> np.ndarray:
+        """End the stream: the last ``latency_samples`` output frames ``(outputs, channels, n)``.
+
+        The tail is computed as the offline path computes it: the signal (at the model rate,
+        of the length resampling gives it) followed by zeros.
+        """
+        total = self.received
+        zeros = functools.partial(torch.zeros, self.channels, device=self.device)
+        if self.resampling:
+            model_total = -(-self.model_unit * total // self.input_unit)
+            needed = self.input_unit * -(-model_total // self.model_unit) + self.forward.width
+            model_input = self.forward.push(zeros(max(0, needed - total)))
+            model_input = model_input[:, : max(0, model_total - self.model_fed)]
+        else:
+            model_total = total
+            model_input = zeros(0)
+        separated = torch.cat(
+            (self._run_model(model_input), self._run_model(zeros(self.model_latency))), dim=-1
+        )
+        output = self._back(separated)
+        if self.resampling:
+            needed = self.model_unit * -(-total // self.input_unit) + self.backward.width
+            silence = torch.zeros(
+                self.channels, self.num_outputs, max(0, needed - model_total), device=self.device
+            )
+            output = torch.cat((output, self._back(silence)), dim=-1)
+        self._append(output[..., : total - self.produced])
+        tail = self._take(self.latency_samples)
+        self.reset()
+        return tail
+
+
 class StreamingSeparator:
     """Block-by-block separation of a live stream with a fixed, stated delay.
 
     Every :meth:`process` call returns as many frames as it was given; output frame ``i``
     is the separated input frame ``i - latency_samples`` (zeros before the stream starts).
     :meth:`flush` returns the last ``latency_samples`` frames at the end of the stream.
+
+    Models that can stream themselves (``supports_streaming`` with ``stream_init`` /
+    ``stream_step``, e.g. the causal Conv-TasNet) run *stateful*: each block computes only its
+    new frames, every layer keeping its own past, so the cost per block does not grow with
+    any context, and the output equals the unchunked offline output delayed by the model's
+    latency (plus the streaming resamplers' look-ahead when the stream is not at the
+    model's rate). The chunk, overlap and context settings then do not apply. Other models
+    (and ``stateful=False``) run the chunk engine: buffered chunks with context, equal to
+    the offline output with the same chunk settings.
 
     Args:
         bundle_or_model: As for :class:`Separator`.
@@ -723,6 +930,8 @@ class StreamingSeparator:
             algorithmic latency), and to 0 for non-causal ones.
         model_sample_rate: The model's rate, for a bare model without ``config.sample_rate``.
         align_permutations: As for :class:`Separator`.
+        stateful: ``None`` streams statefully when the model supports it; ``False`` forces
+            the chunk engine; ``True`` requires stateful streaming.
     """
 
     def __init__(
@@ -737,12 +946,23 @@ class StreamingSeparator:
         context_seconds: float | tuple[float, float] | None = None,
         model_sample_rate: int | None = None,
         align_permutations: bool | None = None,
+        stateful: bool | None = None,
     ) -> None:
         model, model_rate, _, target = _resolve_model(bundle_or_model, device, model_sample_rate)
         self.sample_rate = _check_rate(sample_rate)
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}.")
         self.channels = channels
+        supported = bool(getattr(model, "supports_streaming", False)) and hasattr(
+            model, "stream_step"
+        )
+        if stateful and not supported:
+            raise ValueError(
+                f"{type(model).__name__} cannot stream statefully (it has no stream_step, or "
+                "is not causal); use stateful=None or False."
+            )
+        #: Whether blocks run through the model's own streaming state (see the class notes).
+        self.stateful = supported if stateful is None else bool(stateful)
         algorithmic = getattr(model, "algorithmic_latency_samples", None)
         self.causal = algorithmic is not None
         if self.causal:
@@ -770,8 +990,13 @@ class StreamingSeparator:
             align_permutations=align_permutations,
         )
         plan = self.engine.plan
-        #: Delay of the output behind the input, in samples at the stream rate.
-        self.latency_samples = plan.chunk + max(plan.right_context, 1) - 1
+        self._stateful: _StatefulStream | None = None
+        if self.stateful:
+            self._stateful = _StatefulStream(model, model_rate, self.sample_rate, channels, target)
+            #: Delay of the output behind the input, in samples at the stream rate.
+            self.latency_samples = self._stateful.latency_samples
+        else:
+            self.latency_samples = plan.chunk + max(plan.right_context, 1) - 1
         self.reset()
 
     @property
@@ -786,11 +1011,14 @@ class StreamingSeparator:
 
     @property
     def plan(self) -> ChunkPlan:
-        """The chunk geometry in stream samples."""
+        """The chunk geometry in stream samples (that of the chunk engine, unused when
+        :attr:`stateful`)."""
         return self.engine.plan
 
     def reset(self) -> None:
         """Forget the stream so far."""
+        if self._stateful is not None:
+            self._stateful.reset()
         self._input = np.zeros((self.channels, 0), dtype=np.float32)
         self._input_offset = 0
         self._received = 0
@@ -828,6 +1056,11 @@ class StreamingSeparator:
             raise ValueError(
                 f"block must have shape (frames, {self.channels}), got {np.shape(block)}."
             )
+        if self._stateful is not None:
+            with torch.inference_mode():
+                samples = torch.from_numpy(np.ascontiguousarray(array.T, dtype=np.float32))
+                output = self._stateful.process(samples.to(self.engine.device))
+            return self._layout(output, mono)
         self._input = np.concatenate(
             (self._input, np.ascontiguousarray(array.T, dtype=np.float32)), axis=1
         )
@@ -851,6 +1084,9 @@ class StreamingSeparator:
         Returns:
             The remaining ``latency_samples`` output frames.
         """
+        if self._stateful is not None:
+            with torch.inference_mode():
+                return self._layout(self._stateful.flush(), mono)
         total = self._received
         if total:
             while self._next_chunk < self.plan.num_chunks(total):
@@ -863,8 +1099,12 @@ class StreamingSeparator:
         start = self._emitted
         self._emitted = end
         out = self._output.take(start - self.latency_samples, end - self.latency_samples)
-        out = out.transpose(0, 2, 1)  # S, frames, C
-        return out[..., 0] if mono and self.channels == 1 else out
+        return self._layout(out, mono)
+
+    def _layout(self, output: np.ndarray, mono: bool) -> np.ndarray:
+        """``(S, C, frames)`` -> ``(S, frames, C)``, or ``(S, frames)`` for a 1-D stream."""
+        output = output.transpose(0, 2, 1)  # S, frames, C
+        return output[..., 0] if mono and self.channels == 1 else output
 
 
 # --------------------------------------------------------------------------- Verifier

@@ -1,10 +1,12 @@
-"""Conv-TasNet / TDCN++ / MiTAS sharing: shapes, gradients, parameter counts, causality, I/O."""
+"""Conv-TasNet / TDCN++ / MiTAS sharing: shapes, gradients, parameter counts, causality, I/O,
+stateful streaming equal to the offline forward."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 
+import numpy as np
 import pytest
 import torch
 import torchaudio
@@ -14,11 +16,13 @@ from models.blocks.tcn import CumulativeLayerNorm, FeatureWiseLayerNorm, GlobalL
 from models.conv_tasnet import (
     ConvTasNet,
     ConvTasNetConfig,
+    ConvTasNetStreamState,
     conv_tasnet_causal_small,
     conv_tasnet_paper,
     conv_tasnet_small,
 )
 from models.flops import macs_per_second
+from models.inference import Separator, StreamingSeparator
 
 torch.set_num_threads(1)
 
@@ -296,3 +300,144 @@ def test_macs_per_second_matches_hand_count() -> None:
     # Sharing changes parameters, not compute.
     shared = ConvTasNet(dataclasses.replace(config, sharing="ss"))
     assert macs_per_second(shared) == measured
+
+
+# -- stateful streaming
+
+
+def random_trained_looking(model: ConvTasNet, seed: int) -> ConvTasNet:
+    """Perturb every parameter (PReLU slopes, norm gains, biases) off its initial value, so
+    streaming is compared on weights where every term matters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+    return model.eval()
+
+
+def stream_in_blocks(
+    model: ConvTasNet, signal: torch.Tensor, sizes: list[int]
+) -> tuple[torch.Tensor, ConvTasNetStreamState]:
+    """Feed ``signal`` (batch, time) and then ``L`` zeros in blocks cycling through ``sizes``."""
+    latency = model.stream_latency_samples
+    padded = torch.cat((signal, torch.zeros(signal.shape[0], latency)), dim=-1)
+    state = model.stream_init(signal.shape[0])
+    pieces, position, index = [], 0, 0
+    with torch.inference_mode():
+        while position < padded.shape[-1]:
+            size = sizes[index % len(sizes)]
+            block = padded[:, position : position + size]
+            output, state = model.stream_step(block, state)
+            assert output.shape == (signal.shape[0], model.num_sources, block.shape[-1])
+            pieces.append(output)
+            position += size
+            index += 1
+    return torch.cat(pieces, dim=-1), state
+
+
+CAUSAL_TINY = dataclasses.replace(TINY, norm="cln", causal=True)
+
+STREAMING_VARIANTS = {
+    "causal_small": conv_tasnet_causal_small(),
+    "tdcnpp_shared_relu_softmax": dataclasses.replace(
+        CAUSAL_TINY,
+        repeat_skip_connections=True,
+        block_scale=True,
+        sharing="ss",
+        encoder_activation="relu",
+        mask_activation="softmax",
+    ),
+    "per_block_overrides": dataclasses.replace(
+        CAUSAL_TINY,
+        num_repeats=3,
+        blocks_per_repeat=(2, 0, 3),
+        block_kernel_sizes=(1, 5, 3, 2, 4),
+        block_hidden=(8, 16, 12, 16, 8),
+        num_sources=3,
+        source_names=("a", "b", "c"),
+        mask_activation="linear",
+    ),
+    "shortest_window": dataclasses.replace(
+        CAUSAL_TINY, encoder_kernel_size=2, sharing="na", mask_activation="relu"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STREAMING_VARIANTS))
+def test_streaming_equals_offline_after_the_latency(name: str) -> None:
+    model = random_trained_looking(ConvTasNet(STREAMING_VARIANTS[name]), seed=3)
+    latency = model.stream_latency_samples
+    assert latency == model.algorithmic_latency_samples == model.config.encoder_kernel_size
+    signal = 0.1 * torch.randn(2, 4001, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        offline = model(signal)
+    # Block sizes below, at and far above the hop and the longest ring buffer, and empty.
+    streamed, _ = stream_in_blocks(model, signal, [256, 0, 1, 7, 1500, 33, 256])
+    assert streamed.shape == (2, model.num_sources, 4001 + latency)
+    assert streamed[..., :latency].abs().max() == 0.0
+    torch.testing.assert_close(streamed[..., latency:], offline, atol=1e-5, rtol=0)
+
+
+def test_streaming_state_has_a_fixed_size_and_blocks_cost_only_their_frames() -> None:
+    model = random_trained_looking(ConvTasNet(conv_tasnet_causal_small()), seed=5)
+
+    def state_numbers(state: ConvTasNetStreamState) -> int:
+        tensors = [state.pending, state.decoder_tail, *state.norm_totals, *state.rings]
+        return sum(tensor.numel() for tensor in tensors)
+
+    signal = 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(6))
+    _, after_half = stream_in_blocks(model, signal[:, :8000], [256])
+    _, after_one = stream_in_blocks(model, signal, [256])
+    # The history lives in fixed-size ring buffers and running sums: a longer stream does
+    # not grow the state, and each step is handed only its new frames.
+    assert state_numbers(after_half) == state_numbers(after_one)
+    assert after_one.frames == (16000 + model.stream_latency_samples) // model.config.stride
+    receptive_frames = sum(ring.shape[1] for ring in after_one.rings)
+    assert receptive_frames == 2 * 2 * (2**8 - 1)  # two repeats of dilations 1..128, P = 3
+
+
+def test_streaming_refuses_non_causal_models_and_bad_blocks() -> None:
+    with pytest.raises(ValueError, match="causal"):
+        ConvTasNet(TINY).stream_init(1)
+    model = ConvTasNet(CAUSAL_TINY).eval()
+    assert model.supports_streaming and not ConvTasNet(TINY).supports_streaming
+    state = model.stream_init(2)
+    with pytest.raises(ValueError, match=r"\(batch, samples\)"):
+        model.stream_step(torch.zeros(2, 1, 64), state)
+    with pytest.raises(ValueError, match=r"\(2, samples\)"):
+        model.stream_step(torch.zeros(3, 64), state)
+    with pytest.raises(ValueError, match="finite"):
+        model.stream_step(torch.full((2, 64), float("nan")), state)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.stream_init(0)
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(16000, 1), (48000, 2), (22050, 1)])
+def test_streaming_separator_runs_the_model_statefully(rate: int, channels: int) -> None:
+    config = dataclasses.replace(CAUSAL_TINY, sample_rate=16000)
+    model = random_trained_looking(ConvTasNet(config), seed=7)
+    stream = StreamingSeparator(model, rate, channels=channels, device="cpu")
+    assert stream.stateful
+    if rate == 16000:
+        assert stream.latency_samples == model.stream_latency_samples
+    generator = np.random.default_rng(8)
+    mixture = (0.1 * generator.standard_normal((rate // 4, channels))).astype(np.float32)
+    pieces, position = [], 0
+    while position < len(mixture):
+        block = mixture[position : position + int(generator.integers(1, 700))]
+        output = stream.process(block)
+        assert output.shape == (2, len(block), channels)
+        pieces.append(output)
+        position += len(block)
+    tail = stream.flush()
+    assert tail.shape == (2, stream.latency_samples, channels)
+    streamed = np.concatenate(pieces + [tail], axis=1)
+    latency = stream.latency_samples
+    assert np.abs(streamed[:, :latency]).max() == 0.0
+    offline = Separator(model, device="cpu", chunk_seconds=float("inf")).separate(mixture, rate)
+    expected = np.stack([offline[name] for name in offline])
+    np.testing.assert_allclose(streamed[:, latency:], expected, atol=1e-5, rtol=0)
+    # Offline block separation keeps the chunk engine (equal to Separator.separate).
+    assert not Separator(model, device="cpu").stream(rate, channels).stateful
+    with pytest.raises(ValueError, match="cannot stream"):
+        StreamingSeparator(ConvTasNet(TINY), 8000, device="cpu", stateful=True)

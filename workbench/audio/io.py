@@ -271,6 +271,10 @@ def save(
     os.close(fd)
     try:
         sf.write(tmp_name, data, int(sample_rate), format=fmt, subtype=subtype)
+        # mkstemp creates owner-only files; exports get the usual permissions (umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         if not overwrite and path.exists():
             raise AudioFileError(
                 f"“{path.name}” appeared while saving; it was not replaced.", str(path)
