@@ -486,8 +486,10 @@ def default_bundle(task: str, roots: Sequence[str | os.PathLike[str]] | None = N
         if (root / default.bundle_name / BUNDLE_FILE).is_file():
             return _read_bundle_folder(root / default.bundle_name)
     config = registry.get_spec(default.model_name).config(default.preset)
+    # A distinct name: voiceprints and thresholds are filed under the bundle name, and must
+    # never be compared with those of the trained bundle that later takes the plain name.
     return bundle_from_config(
-        default.bundle_name,
+        f"{default.bundle_name}-untrained",
         default.model_name,
         config,
         weights_path=None,

@@ -148,7 +148,7 @@ def _dump(path: Path) -> list[str]:
 
 def test_default_bundle_is_the_untrained_placeholder(service_for, tmp_path: Path) -> None:
     service = service_for(tmp_path / "s.db")
-    assert service.bundle_name == "speaker-encoder"
+    assert service.bundle_name == "speaker-encoder-untrained"
     assert service.trained is False
     assert service.embedding_dim == 128
     embedding = service.embed(synthetic_voice(110, 1.0, 1.0, 0), RATE)
@@ -177,7 +177,7 @@ def test_enrol_checks_each_clip(service_for, tmp_path: Path) -> None:
     assert by_source["good"].warnings == () and by_source["good"].speech_seconds > 2.0
     assert (report.used, report.skipped) == (3, 1) and "3 of 4" in report.message
     with SpeakerDatabase(tmp_path / "s.db") as db:
-        assert db.embeddings("ann", "speaker-encoder").shape == (3, 128)
+        assert db.embeddings("ann", "speaker-encoder-untrained").shape == (3, 128)
 
     # Adding clips appends; replace re-enrols.
     service.enroll("ann", [(good, RATE, "again")])
@@ -228,7 +228,7 @@ def test_verify_identify_rename_remove(service_for, voices, tmp_path: Path) -> N
         decision = service.verify(name, test, rate)
         # The score is the cosine between the clip and the mean of the enrolment clips.
         with SpeakerDatabase(tmp_path / "s.db") as db:
-            voiceprint = db.embeddings(name, "speaker-encoder").mean(axis=0)
+            voiceprint = db.embeddings(name, "speaker-encoder-untrained").mean(axis=0)
         assert decision.score == pytest.approx(cosine(voiceprint, service.embed(test, rate)))
         assert decision.threshold == DEFAULT_COSINE_THRESHOLD and not decision.normalised
         assert decision.margin == pytest.approx(decision.score - decision.threshold)
@@ -296,8 +296,8 @@ def test_calibrate_stores_the_threshold_that_verify_uses(
     test, rate = sf.read(voices["bob"][2], dtype="float32")
     assert fresh.verify("bob", test, rate).threshold == calibration.threshold
     with SpeakerDatabase(tmp_path / "s.db") as db:
-        assert db.threshold("speaker-encoder") == calibration.threshold
-        assert db.threshold("speaker-encoder" + AS_NORM_SUFFIX) is None
+        assert db.threshold("speaker-encoder-untrained") == calibration.threshold
+        assert db.threshold("speaker-encoder-untrained" + AS_NORM_SUFFIX) is None
     with pytest.raises(ValueError, match="between 0 and 1"):
         service.calibrate(trials, target_false_accept=1.5)
 
@@ -317,8 +317,8 @@ def test_as_norm_with_enrolled_speakers_and_a_cohort_file(
     service.enroll_files("bob", voices["bob"][:2])
     decision = service.verify("ann", test, rate, as_norm=True)
     with SpeakerDatabase(tmp_path / "s.db") as db:
-        voiceprint = db.voiceprint("ann", "speaker-encoder")
-        cohort = np.concatenate([db.embeddings("bob", "speaker-encoder"), np.load(cohort_path)])
+        voiceprint = db.voiceprint("ann", "speaker-encoder-untrained")
+        cohort = np.concatenate([db.embeddings("bob", "speaker-encoder-untrained"), np.load(cohort_path)])
     expected = AdaptiveSNorm(cohort)(voiceprint, service.embed(test, rate))
     assert decision.normalised and decision.score == pytest.approx(expected)
     assert decision.threshold == DEFAULT_AS_NORM_THRESHOLD
