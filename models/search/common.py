@@ -474,13 +474,29 @@ def load_speaker_data(
     options = dict(options)
     if spec == "synthetic":
         return synthetic_speaker_data(sample_rate=sample_rate, seed=seed, **options)
-    # TODO(data layer): when models.data provides the speaker datasets (built corpora and the
-    # VoxCeleb layout with its trial list), open them here and return
-    # speaker_data_from_datasets(train, valid, sample_rate, trials). Until then only the
-    # generated speakers above exist.
+    root = Path(spec)
+    if (root / "manifests" / "corpus.csv").is_file():
+        # A corpus from `workbench data build`: training speakers from the train split,
+        # validation trials among the held-out voices (disjoint by package or voice).
+        from models.data.datasets import SpeakerDataset
+
+        valid_items = int(options.pop("valid_items", 240))
+        seconds = float(options.pop("seconds", 3.0))
+        train = SpeakerDataset.from_manifest(
+            root, split="train", sample_rate=sample_rate, seconds=seconds, seed=seed, **options
+        )
+        valid = SpeakerDataset.from_manifest(
+            root,
+            split="validation",
+            sample_rate=sample_rate,
+            seconds=seconds,
+            length=valid_items,
+            seed=seed + 1,
+        )
+        return speaker_data_from_datasets(train, valid, sample_rate, description=f"corpus {root}")
     raise ValueError(
-        f"Speaker data '{spec}' cannot be read yet: the corpus readers of models.data have "
-        "not landed; use --data synthetic."
+        f"Speaker data '{spec}' is neither 'synthetic' nor a corpus folder built by "
+        "'workbench data build' (it needs manifests/corpus.csv)."
     )
 
 
