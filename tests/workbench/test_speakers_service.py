@@ -318,7 +318,9 @@ def test_as_norm_with_enrolled_speakers_and_a_cohort_file(
     decision = service.verify("ann", test, rate, as_norm=True)
     with SpeakerDatabase(tmp_path / "s.db") as db:
         voiceprint = db.voiceprint("ann", "speaker-encoder-untrained")
-        cohort = np.concatenate([db.embeddings("bob", "speaker-encoder-untrained"), np.load(cohort_path)])
+        cohort = np.concatenate(
+            [db.embeddings("bob", "speaker-encoder-untrained"), np.load(cohort_path)]
+        )
     expected = AdaptiveSNorm(cohort)(voiceprint, service.embed(test, rate))
     assert decision.normalised and decision.score == pytest.approx(expected)
     assert decision.threshold == DEFAULT_AS_NORM_THRESHOLD
