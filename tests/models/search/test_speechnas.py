@@ -258,5 +258,5 @@ def test_speaker_datasets_become_search_data() -> None:
     assert data.num_speakers == 3 and list(data.train_speakers) == [0, 0, 1, 1, 2]
     assert data.train_waveforms[3].shape == (4000,)
     assert data.trials == [(1, 0, 1), (0, 0, 2), (0, 1, 2)]
-    with pytest.raises(ValueError, match="cannot be read yet"):
+    with pytest.raises(ValueError, match="neither .synthetic. nor a corpus"):
         load_speaker_data("/no/such/corpus", 16000)
