@@ -87,6 +87,10 @@ class ConvTasNetConfig:
         repeat_skip_connections: TDCN++ long-range skip-residual connections between repeats.
         block_scale: TDCN++ learnable per-block output scale initialised to ``0.9 ** x``.
         sharing: MiTAS sharing code (see the module docstring).
+        sharing_by_shape: Share only between blocks of one sharing group that also have the
+            same shape (hidden width; and kernel, for depthwise). A searched network has
+            blocks of mixed shapes, which plain sharing rejects; with this flag its MiTAS
+            variant shares every weight it can.
         blocks_per_repeat: Per-repeat block counts overriding ``num_blocks`` (length ``R``).
         block_kernel_sizes: Per-block depthwise kernels (length = total blocks).
         block_hidden: Per-block hidden widths (length = total blocks).
@@ -109,6 +113,7 @@ class ConvTasNetConfig:
     repeat_skip_connections: bool = False
     block_scale: bool = False
     sharing: str = "none"
+    sharing_by_shape: bool = False
     blocks_per_repeat: tuple[int, ...] = ()
     block_kernel_sizes: tuple[int, ...] = ()
     block_hidden: tuple[int, ...] = ()
@@ -250,8 +255,15 @@ class TCNSeparator(nn.Module):
         pointwise_groups: dict[tuple[int, ...], list[int]] = {}
         depthwise_groups: dict[tuple[int, ...], list[int]] = {}
         for i, (r, x) in enumerate(positions):
-            pointwise_groups.setdefault(_sharing_key(pointwise_letter, r, x), []).append(i)
-            depthwise_groups.setdefault(_sharing_key(depthwise_letter, r, x), []).append(i)
+            by_shape = config.sharing_by_shape
+            pointwise_key = _sharing_key(pointwise_letter, r, x) + (
+                (hidden[i],) if by_shape else ()
+            )
+            depthwise_key = _sharing_key(depthwise_letter, r, x) + (
+                (hidden[i], kernels[i]) if by_shape else ()
+            )
+            pointwise_groups.setdefault(pointwise_key, []).append(i)
+            depthwise_groups.setdefault(depthwise_key, []).append(i)
         pointwise: dict[int, PointwiseConvs] = {}
         for members in pointwise_groups.values():
             widths = {hidden[i] for i in members}

@@ -441,3 +441,29 @@ def test_streaming_separator_runs_the_model_statefully(rate: int, channels: int)
     assert not Separator(model, device="cpu").stream(rate, channels).stateful
     with pytest.raises(ValueError, match="cannot stream"):
         StreamingSeparator(ConvTasNet(TINY), 8000, device="cpu", stateful=True)
+
+
+def test_sharing_by_shape_shares_what_a_mixed_network_can() -> None:
+    """A searched network mixes block shapes: plain 'ss' rejects it, by-shape 'ss' shares."""
+    mixed = dataclasses.replace(
+        conv_tasnet_small(),
+        num_blocks=2,
+        blocks_per_repeat=(2, 2),
+        block_kernel_sizes=(3, 5, 3, 3),
+        block_hidden=(64, 128, 64, 64),
+    )
+    with pytest.raises(ValueError, match="sharing"):
+        ConvTasNet(dataclasses.replace(mixed, sharing="ss"))
+    unshared = ConvTasNet(mixed)
+    shared = ConvTasNet(dataclasses.replace(mixed, sharing="ss", sharing_by_shape=True))
+    blocks = shared.separator.blocks
+    # Block 0 of both repeats has one shape: one set of weights; block 1 differs: two sets.
+    assert blocks[0].depthwise is blocks[2].depthwise
+    assert blocks[0].pointwise is blocks[2].pointwise
+    assert blocks[1].depthwise is not blocks[3].depthwise
+    assert sum(p.numel() for p in shared.parameters()) < sum(
+        p.numel() for p in unshared.parameters()
+    )
+    mixture = torch.randn(1, 800)
+    shared(mixture).sum().backward()
+    assert all(p.grad is not None for p in shared.parameters() if p.requires_grad)

@@ -1,9 +1,16 @@
-"""``workbench models``: list the model registry with every preset's rate and parameter count."""
+"""``workbench models``: list the model registry, and ``workbench models export``: ship a run.
+
+``export`` turns a training run's ``best.pt`` (or any checkpoint) into a bundle folder
+(``resources/bundles/<name>`` to ship it) with a model card whose facts are measured from the
+model and the run folder, followed by a hand-written body (data, evaluation, rebuild command).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 DESCRIPTION = "list the model registry (names, tasks, presets, sample rates, parameter counts)"
@@ -13,6 +20,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help=DESCRIPTION, description=DESCRIPTION)
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(run=run)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    export = actions.add_parser(
+        "export",
+        help="write a run's best checkpoint as a bundle with a model card",
+        description="Write a training run's best checkpoint (or a checkpoint file) as an "
+        "inference bundle: weights (state dict only), bundle.json and MODEL_CARD.md.",
+    )
+    export.add_argument("source", type=Path, help="run folder (its best.pt) or checkpoint file")
+    export.add_argument("--name", required=True, help="bundle name (the folder name)")
+    export.add_argument(
+        "--out", type=Path, default=None, help="parent folder (default: resources/bundles)"
+    )
+    export.add_argument("--title", default=None, help="card title (default: the name)")
+    export.add_argument("--description", default="", help="one line for pickers")
+    export.add_argument(
+        "--card-body", type=Path, default=None, help="Markdown appended to the measured facts"
+    )
+    export.add_argument("--preset", default=None, help="preset the run started from")
+    export.add_argument(
+        "--threshold", type=float, default=None, help="speaker accept threshold (default: run's)"
+    )
+    export.add_argument("--chunk-seconds", type=float, default=None)
+    export.add_argument("--overlap-seconds", type=float, default=None)
+    export.set_defaults(run=run_export)
 
 
 def count_parameters(name: str, preset: str) -> int:
@@ -98,4 +129,57 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"models": rows}, indent=2))
     else:
         print(format_table(rows))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """``workbench models export``: 0 on success, 2 when the source cannot be read."""
+    from models import bundles, model_card
+    from models.checkpoint import CheckpointError, read_checkpoint
+
+    source: Path = args.source
+    checkpoint_path = source / "best.pt" if source.is_dir() else source
+    run_dir = source if source.is_dir() else None
+    try:
+        checkpoint = read_checkpoint(checkpoint_path)
+        model = bundles.get_model(bundles.bundle_from_checkpoint(checkpoint_path))
+    except (CheckpointError, bundles.BundleError, OSError) as exc:
+        print(f"workbench models export: {exc}", file=sys.stderr)
+        return 2
+    threshold = args.threshold
+    if threshold is None and isinstance(checkpoint.metrics.get("threshold"), int | float):
+        threshold = float(checkpoint.metrics["threshold"])
+    preset = args.preset or checkpoint.train_config.get("preset")
+    folder = (args.out or bundles.shipped_bundles_dir()) / args.name
+    bundle = bundles.save_bundle(
+        folder,
+        model,
+        checkpoint.model_name,
+        name=args.name,
+        config=checkpoint.model_config,
+        threshold=threshold,
+        description=args.description,
+        chunk_seconds=args.chunk_seconds,
+        overlap_seconds=args.overlap_seconds,
+        extra={"training": {"step": checkpoint.step, "metrics": checkpoint.metrics}},
+    )
+    assert bundle.weights_path is not None
+    facts = model_card.training_facts(
+        model,
+        checkpoint.model_name,
+        preset,
+        bundle.weights_path.stat().st_size,
+        run_dir=run_dir,
+        best_metrics=checkpoint.metrics,
+        best_step=checkpoint.step,
+    )
+    body = args.card_body.read_text(encoding="utf-8") if args.card_body else ""
+    card = model_card.render_card(args.title or args.name, facts, body)
+    (folder / bundles.MODEL_CARD_FILE).write_text(card, encoding="utf-8")
+    # Point bundle.json at the card written after it.
+    meta_path = folder / bundles.BUNDLE_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["model_card"] = bundles.MODEL_CARD_FILE
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({"bundle": str(folder), "facts": facts}, indent=2, default=str))
     return 0
