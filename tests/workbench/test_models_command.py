@@ -60,3 +60,38 @@ def test_table_is_readable(listing: dict) -> None:
         for preset, info in row["presets"].items():
             cells = f"{preset} {info['sample_rate']} {info['parameters']:,}"
             assert any(" ".join(line.split()).endswith(cells) for line in lines), cells
+
+
+def test_export_ships_a_run_as_a_bundle_with_a_measured_card(tmp_path) -> None:
+    """A real two-step run, exported: weights-only bundle, card facts read off the run."""
+    from models.bundles import get_model, load_bundle
+
+    run_dir = tmp_path / "run"
+    trained = subprocess.run(
+        [sys.executable, "-m", "workbench", "train", "--model", "conv_tasnet", "--preset",
+         "small", "--run", str(run_dir), "--max-steps", "2", "--set", "valid_items=2",
+         "--set", "segment_seconds=0.5", "--set", "valid_segment_seconds=0.5"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    body = tmp_path / "body.md"
+    body.write_text("## Evaluation\n\nHand-written part.\n")
+    result = _run(
+        "export", str(run_dir), "--name", "tiny-separator", "--out", str(tmp_path / "bundles"),
+        "--card-body", str(body), "--description", "two steps only",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)["facts"]
+    assert facts["history"]["steps"] == 2 and facts["history"]["invocations"] == 1
+    assert facts["settings"]["data"] == "synthetic" and facts["best_step"] == 2
+
+    bundle = load_bundle(tmp_path / "bundles" / "tiny-separator")
+    assert bundle.trained and bundle.description == "two steps only"
+    model = get_model(bundle)
+    assert sum(p.numel() for p in model.parameters()) == facts["parameters"]
+    card = bundle.model_card_path.read_text()
+    assert f"| parameters | {facts['parameters']:,} |" in card
+    assert "| steps trained | 2 |" in card and card.rstrip().endswith("Hand-written part.")
+
+    missing = _run("export", str(tmp_path / "nowhere"), "--name", "x", "--out", str(tmp_path))
+    assert missing.returncode == 2 and "checkpoint" in missing.stderr.lower()
