@@ -718,6 +718,49 @@ def separate_item(separator: Any, item: EvaluationItem) -> tuple[np.ndarray, tup
     return estimates[list(order)], tuple(result.names[i] for i in order)
 
 
+def _output_names(separator: Any) -> tuple[str, ...]:
+    """The fixed outputs of a separator's model (``source_names`` of its config)."""
+    config = getattr(separator.model, "config", None)
+    return tuple(getattr(config, "source_names", ()) or ())
+
+
+def fold_into_background(item: EvaluationItem, outputs: Sequence[str]) -> EvaluationItem:
+    """Sum the references a model has no output for into its one background output.
+
+    An enhancement model (outputs ``speech`` + ``noise``) evaluated on a three-way item
+    (``speech``, ``music``, ``noise``) must return music inside ``noise``: everything that is
+    not speech. So when the model has exactly one output whose kind is not ``speech``, every
+    reference of a kind the model lacks is added to the reference of that kind (created if
+    the item has none). Any other model, or an item it covers, is returned unchanged.
+
+    Args:
+        item: The item.
+        outputs: The model's output names.
+
+    Returns:
+        The item, with ``sources`` of shape ``(num_kept, time)`` after folding.
+    """
+    kinds = [category(name) for name in outputs]
+    background = [name for name, kind in zip(outputs, kinds, strict=True) if kind != "speech"]
+    if len(background) != 1:
+        return item
+    target = category(background[0])
+    foreign = [i for i, n in enumerate(item.source_names) if category(n) not in kinds]
+    if not foreign:
+        return item
+    kept = [i for i in range(len(item.source_names)) if i not in foreign]
+    names = [item.source_names[i] for i in kept]
+    sources = [item.sources[i] for i in kept]
+    folded = item.sources[foreign].sum(dim=0)
+    if target in [category(n) for n in names]:
+        index = [category(n) for n in names].index(target)
+        sources[index] = sources[index] + folded
+    else:
+        names.append(background[0])
+        sources.append(folded)
+    return dataclasses.replace(item, sources=torch.stack(sources), source_names=tuple(names))
+
+
 def evaluate_separation(
     separator: Any,
     items: Iterable[EvaluationItem],
@@ -748,6 +791,8 @@ def evaluate_separation(
     for done, item in enumerate(items, start=1):
         separation_started = time.perf_counter()
         try:
+            if not separator.prompted:
+                item = fold_into_background(item, _output_names(separator))
             estimates, outputs = separate_item(separator, item)
         except ValueError as exc:
             skipped.append((item.identifier, str(exc)))

@@ -25,7 +25,9 @@ from models.evaluation import (
     Trial,
     category,
     evaluate_separation,
+    EvaluationItem,
     evaluate_speakers,
+    fold_into_background,
     ideal_ratio_mask,
     item_task,
     match_outputs,
@@ -457,3 +459,25 @@ def test_trial_lists_resolve_their_audio_and_refuse_bad_input(tmp_path: Path) ->
         read_trial_list(malformed)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_trial_list(tmp_path / "nothing.txt")
+
+
+def test_an_enhancement_model_is_scored_on_three_way_items_with_music_in_its_noise() -> None:
+    sources = torch.randn(3, 400)
+    item = EvaluationItem(
+        "0", "three-way", sources.sum(0), sources, ("speech", "music", "noise"), RATE
+    )
+    folded = fold_into_background(item, ("speech", "noise"))
+    assert folded.source_names == ("speech", "noise")
+    torch.testing.assert_close(folded.sources[0], sources[0])
+    torch.testing.assert_close(folded.sources[1], sources[1] + sources[2])
+    # Without a noise reference, the folded background becomes one under the model's name.
+    speech_music = EvaluationItem(
+        "1", "x", sources[:2].sum(0), sources[:2], ("speech", "music"), RATE
+    )
+    assert fold_into_background(speech_music, ("speech", "noise")).source_names == (
+        "speech",
+        "noise",
+    )
+    # Models with every kind, or with several background outputs, see the item unchanged.
+    assert fold_into_background(item, ("speech", "music", "noise")) is item
+    assert fold_into_background(item, ("speaker1", "speaker2")) is item
