@@ -21,11 +21,11 @@ from models.bundles import Bundle, save_bundle
 from models.data.freeze import freeze_dataset
 from models.evaluation import (
     METRICS,
+    EvaluationItem,
     StftSettings,
     Trial,
     category,
     evaluate_separation,
-    EvaluationItem,
     evaluate_speakers,
     fold_into_background,
     ideal_ratio_mask,
