@@ -54,17 +54,9 @@ from models.data import synthetic
 from models.data.manifest import ManifestRow, read_manifest, resolve
 from models.data.mixing import avoid_clipping, convolve, power, resample, speed
 
-#: The prompts of the prompted (TUSS-style) model, in index order.
-PROMPTS: tuple[str, ...] = (
-    "speech",
-    "sfx",
-    "sfx-mix",
-    "drums",
-    "bass",
-    "vocals",
-    "other-inst",
-    "music-mix",
-)
+# The prompted datasets speak the model's vocabulary (re-exported for the data code).
+from models.tuss import PROMPTS as PROMPTS
+
 STEM_PROMPTS = {"drums": "drums", "bass": "bass", "vocals": "vocals", "other-inst": "other"}
 _MIN_POWER = 1e-8
 _ATTEMPTS = 8
