@@ -86,6 +86,7 @@ def training_facts(
     run_dir: Path | None = None,
     best_metrics: Mapping[str, Any] | None = None,
     best_step: int | None = None,
+    best_label: str = "best validation",
 ) -> dict[str, Any]:
     """Everything the card's facts section says, measured now.
 
@@ -97,6 +98,7 @@ def training_facts(
         run_dir: Its training run folder, if any (steps, wall time, settings).
         best_metrics: Validation metrics of the shipped checkpoint.
         best_step: Step of the shipped checkpoint.
+        best_label: Which checkpoint of the run it is (``"best validation"``, ``"checkpoint.pt"``).
 
     Returns:
         Plain data for :func:`render_facts`.
@@ -110,6 +112,7 @@ def training_facts(
         "weights_bytes": int(weights_bytes),
         "best_metrics": dict(best_metrics or {}),
         "best_step": best_step,
+        "best_label": best_label,
     }
     if run_dir is not None:
         facts["history"] = run_history(run_dir)
@@ -118,6 +121,12 @@ def training_facts(
             config = json.loads(config_path.read_text(encoding="utf-8"))
             facts["settings"] = {key: config.get(key) for key in CARD_SETTINGS if key in config}
             facts["overrides"] = config.get("overrides") or []
+        last_valid = dict(facts["history"]["last_valid"])
+        if best_label != "best validation" and last_valid.get("step") == best_step:
+            # A training checkpoint stores the run's best score, not its own: show the
+            # validation row logged at its step instead.
+            last_valid.pop("step")
+            facts["best_metrics"] = last_valid
     return facts
 
 
@@ -146,17 +155,19 @@ def render_facts(facts: Mapping[str, Any]) -> str:
         lines.append(f"| train `{key}` | {value} |")
     overrides = facts.get("overrides") or []
     if overrides:
-        text = ", ".join(f"{key}={value}" for key, value in overrides)
+        pairs = overrides.items() if isinstance(overrides, Mapping) else overrides
+        text = ", ".join(f"{key}={value}" for key, value in pairs)
         lines.append(f"| config overrides | {text} |")
     history = facts.get("history")
     if history:
         lines.append(f"| steps trained | {history['steps']} |")
         lines.append(
-            f"| training wall time | {history['wall_seconds'] / 60:.1f} min over "
-            f"{history['invocations']} invocation(s), 2 CPU cores shared |"
+            f"| training wall time | {history['wall_seconds'] / 60:.1f} min (carried across "
+            "resumes; the machine's cores were shared with other jobs) |"
         )
     if facts.get("best_step") is not None:
-        lines.append(f"| shipped checkpoint | best validation, step {facts['best_step']} |")
+        label = facts.get("best_label", "best validation")
+        lines.append(f"| shipped checkpoint | {label}, step {facts['best_step']} |")
     for key, value in (facts.get("best_metrics") or {}).items():
         lines.append(f"| training-validation `{key}` | {_number(value)} |")
     return "\n".join(lines) + "\n"

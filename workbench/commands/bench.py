@@ -470,7 +470,10 @@ def _bundle_memory(
                 if not os.path.exists(path):
                     _write_noise_file(path, bundle.sample_rate, length * 60.0)
                 argv = [sys.executable, "-m", "workbench", "separate", path]
-                argv += ["--model", bundle.name, "--out", os.path.join(folder, "out")]
+                # One output folder per bundle and length: two 16 kHz bundles would otherwise
+                # write the same stem names for the same input, and separate never overwrites.
+                out = os.path.join(folder, "out", bundle.name, f"{length:g}")
+                argv += ["--model", bundle.name, "--out", out]
                 if bundle.path is not None:
                     argv += ["--bundle", str(bundle.path)]
                 argv += ["--device", args.device]

@@ -139,7 +139,10 @@ def run_export(args: argparse.Namespace) -> int:
 
     source: Path = args.source
     checkpoint_path = source / "best.pt" if source.is_dir() else source
-    run_dir = source if source.is_dir() else None
+    # A checkpoint inside a run folder (checkpoint.pt, best.pt) still has that run's history.
+    run_dir = checkpoint_path.parent
+    if not (run_dir / "metrics.jsonl").is_file():
+        run_dir = None
     try:
         checkpoint = read_checkpoint(checkpoint_path)
         model = bundles.get_model(bundles.bundle_from_checkpoint(checkpoint_path))
@@ -172,6 +175,7 @@ def run_export(args: argparse.Namespace) -> int:
         run_dir=run_dir,
         best_metrics=checkpoint.metrics,
         best_step=checkpoint.step,
+        best_label="best validation" if checkpoint_path.name == "best.pt" else checkpoint_path.name,
     )
     body = args.card_body.read_text(encoding="utf-8") if args.card_body else ""
     card = model_card.render_card(args.title or args.name, facts, body)
