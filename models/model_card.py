@@ -39,22 +39,19 @@ def run_history(run_dir: Path) -> dict[str, Any]:
     """Steps, wall time and the last validation row of a ``workbench train`` run folder.
 
     ``wall_time`` in ``metrics.jsonl`` is carried across resumes in the checkpoint, so the last
-    row's value is the training time behind the final state; a resume (the value dropping back
-    to the checkpoint's) starts a new invocation.
+    row's value is the training time behind the final state.
 
     Args:
         run_dir: The run folder.
 
     Returns:
-        ``steps`` (last step logged), ``wall_seconds`` (training time of the final state),
-        ``invocations`` and ``last_valid`` (the metrics of the last validation row, or {}).
+        ``steps`` (last step logged), ``wall_seconds`` (training time of the final state) and
+        ``last_valid`` (the metrics of the last validation row, or {}).
     """
     path = Path(run_dir) / METRICS_FILE
     steps = 0
     wall = 0.0
-    invocations = 0
     last_valid: dict[str, Any] = {}
-    previous = None
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
@@ -63,9 +60,7 @@ def run_history(run_dir: Path) -> dict[str, Any]:
                 continue  # a line cut by a kill; the rest of the file is still good
             time = row.get("wall_time")
             if isinstance(time, int | float):
-                if previous is None or time < previous:
-                    invocations += 1
-                wall = previous = float(time)
+                wall = float(time)
             if isinstance(row.get("step"), int):
                 steps = max(steps, int(row["step"]))
             if row.get("split") == "valid":
@@ -73,7 +68,6 @@ def run_history(run_dir: Path) -> dict[str, Any]:
     return {
         "steps": steps,
         "wall_seconds": wall,
-        "invocations": invocations,
         "last_valid": last_valid,
     }
 

@@ -82,7 +82,7 @@ def test_export_ships_a_run_as_a_bundle_with_a_measured_card(tmp_path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     facts = json.loads(result.stdout)["facts"]
-    assert facts["history"]["steps"] == 2 and facts["history"]["invocations"] == 1
+    assert facts["history"]["steps"] == 2
     assert facts["settings"]["data"] == "synthetic" and facts["best_step"] == 2
 
     bundle = load_bundle(tmp_path / "bundles" / "tiny-separator")
@@ -92,6 +92,19 @@ def test_export_ships_a_run_as_a_bundle_with_a_measured_card(tmp_path) -> None:
     card = bundle.model_card_path.read_text()
     assert f"| parameters | {facts['parameters']:,} |" in card
     assert "| steps trained | 2 |" in card and card.rstrip().endswith("Hand-written part.")
+
+    # An existing bundle is never replaced by accident.
+    again = _run(
+        "export", str(run_dir), "--name", "tiny-separator", "--out", str(tmp_path / "bundles")
+    )
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert bundle.model_card_path.read_text() == card
+    replaced = _run(
+        "export", str(run_dir), "--name", "tiny-separator", "--out", str(tmp_path / "bundles"),
+        "--overwrite",
+    )  # fmt: skip
+    assert replaced.returncode == 0, replaced.stderr
+    assert "Hand-written part." not in bundle.model_card_path.read_text()
 
     missing = _run("export", str(tmp_path / "nowhere"), "--name", "x", "--out", str(tmp_path))
     assert missing.returncode == 2 and "checkpoint" in missing.stderr.lower()

@@ -43,6 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--chunk-seconds", type=float, default=None)
     export.add_argument("--overlap-seconds", type=float, default=None)
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace a bundle folder of that name"
+    )
     export.set_defaults(run=run_export)
 
 
@@ -154,6 +157,15 @@ def run_export(args: argparse.Namespace) -> int:
         threshold = float(checkpoint.metrics["threshold"])
     preset = args.preset or checkpoint.train_config.get("preset")
     folder = (args.out or bundles.shipped_bundles_dir()) / args.name
+    if (folder / bundles.BUNDLE_FILE).exists() and not args.overwrite:
+        print(
+            f"workbench models export: {folder} already holds a bundle; pass --overwrite to "
+            "replace it, or choose another --name or --out.",
+            file=sys.stderr,
+        )
+        return 2
+    # The card's facts include the size of the weights file, so the bundle is written with an
+    # empty card first (bundle.json then names the card) and the card is filled in after.
     bundle = bundles.save_bundle(
         folder,
         model,
@@ -164,9 +176,10 @@ def run_export(args: argparse.Namespace) -> int:
         description=args.description,
         chunk_seconds=args.chunk_seconds,
         overlap_seconds=args.overlap_seconds,
+        model_card="",
         extra={"training": {"step": checkpoint.step, "metrics": checkpoint.metrics}},
     )
-    assert bundle.weights_path is not None
+    assert bundle.weights_path is not None and bundle.model_card_path is not None
     facts = model_card.training_facts(
         model,
         checkpoint.model_name,
@@ -179,11 +192,6 @@ def run_export(args: argparse.Namespace) -> int:
     )
     body = args.card_body.read_text(encoding="utf-8") if args.card_body else ""
     card = model_card.render_card(args.title or args.name, facts, body)
-    (folder / bundles.MODEL_CARD_FILE).write_text(card, encoding="utf-8")
-    # Point bundle.json at the card written after it.
-    meta_path = folder / bundles.BUNDLE_FILE
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta["model_card"] = bundles.MODEL_CARD_FILE
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    bundle.model_card_path.write_text(card, encoding="utf-8")
     print(json.dumps({"bundle": str(folder), "facts": facts}, indent=2, default=str))
     return 0
